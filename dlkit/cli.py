@@ -1,0 +1,118 @@
+"""The root ``dlkit`` command. Each task's Typer app is mounted from the explicit list below.
+
+Nothing here imports torch: ``dlkit --help`` and ``dlkit <command> --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from dlkit import __version__
+from dlkit.core.errors import EXIT_INTERRUPTED, DlkitError
+
+# Each entry is a module with a Typer ``app``; its commands appear at the top level.
+from dlkit import info
+from dlkit.tasks.lm import cli as lm_cli
+
+TASK_APPS = [
+    lm_cli.app,
+    info.app,
+]
+
+
+def _debug() -> bool:
+    return os.environ.get("DLKIT_DEBUG", "") not in ("", "0")
+
+
+class DlkitGroup(TyperGroup):
+    """Turns DlkitError into one red line and an exit code; Ctrl-C into exit 130 (tracebacks with --debug)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # keep the order of the list above, not alphabetical
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DlkitError as e:
+            if _debug():
+                raise
+            _error_line(str(e))
+            ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            # `dlkit translate < big.txt | head -1`: the reader left; stop quietly, as `cat` does.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            _error_line("interrupted")
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _error_line(msg: str) -> None:
+    msg = " ".join(str(msg).split()) or "failed"
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\x1b[31merror:\x1b[0m {msg}\n")
+    else:
+        sys.stderr.write(f"error: {msg}\n")
+    sys.stderr.flush()
+
+
+app = typer.Typer(
+    cls=DlkitGroup,
+    name="dlkit",
+    help="Landmark deep-learning systems, runnable from a shell.\n\n"
+    "Examples:\n\n"
+    "  dlkit lm-sample --model shakespeare-char --prompt 'ROMEO:'\n\n"
+    "  dlkit lm-train --data input.txt --preset small --out runs/lm\n\n"
+    "  dlkit models\n\n"
+    "  dlkit doctor",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+for sub in TASK_APPS:
+    app.add_typer(sub)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dlkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also DLKIT_DEBUG=1).")] = False,
+) -> None:
+    """dlkit: landmark deep-learning systems, runnable from a shell."""
+    if debug:
+        os.environ["DLKIT_DEBUG"] = "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``--debug`` may stand anywhere; a closed pipe ends quietly."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args.remove("--debug")
+        os.environ["DLKIT_DEBUG"] = "1"
+    try:
+        app(args=args, prog_name="dlkit")
+    except BrokenPipeError:
+        # `dlkit translate < big.txt | head -1`: stop quietly, as `cat` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)

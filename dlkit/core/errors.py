@@ -1,0 +1,38 @@
+"""Errors with a one-line message and an exit code; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class DlkitError(Exception):
+    """An expected failure: its message is shown to the user as one line."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(DlkitError):
+    """Bad option values or combinations (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(DlkitError):
+    """Input data that cannot be used: missing, empty, binary, too short..."""
+
+
+class ModelFileError(DlkitError):
+    """A model file that is missing, truncated, foreign or of another task."""
+
+
+class OutputError(DlkitError):
+    """Cannot write a result (permissions, disk full, refusing to overwrite)."""
+
+
+class Interrupted(DlkitError):
+    """Training stopped by Ctrl-C or SIGTERM after saving a resumable checkpoint."""
+
+    exit_code = EXIT_INTERRUPTED

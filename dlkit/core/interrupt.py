@@ -1,0 +1,49 @@
+"""Ctrl-C / SIGTERM during training: finish the current step, save a resumable state, exit 130."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class StopSignal:
+    """Set by SIGINT/SIGTERM; training loops poll ``requested`` between steps."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def request(self, signum: int | None = None) -> None:
+        self._requested = True
+        self.signum = signum
+
+    def poll(self, step: int) -> bool:
+        """Called once per optimizer step; tests override it to stop at a chosen step."""
+        return self.requested
+
+
+@contextmanager
+def catch_signals(stop: StopSignal):
+    """Route SIGINT and SIGTERM to ``stop`` (a second Ctrl-C aborts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = {}
+
+    def handler(signum, frame):
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.request(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -1,0 +1,21 @@
+"""Shared CLI options: the same name, type, default and help on every command. Imports no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps", rich_help_panel="Runtime")]
+Precision = Annotated[
+    str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs, fp32 on CPU)", rich_help_panel="Runtime")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result on CPU).", rich_help_panel="Runtime")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON Lines on stdout.", rich_help_panel="Output")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.", rich_help_panel="Output")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.", rich_help_panel="Output")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the trained model and its state.", rich_help_panel="Output")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the training state saved in --out.", rich_help_panel="Training")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
+OptModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]

@@ -1,0 +1,123 @@
+"""Progress, metrics and messages for people (stderr) and machines (--json on stdout).
+
+Modes: ``rich`` (stderr is a terminal: live bar, metrics printed above it), ``plain`` (not a terminal:
+one line per event), ``quiet`` (nothing on stderr). ``--json`` adds one JSON object per line on stdout
+for training events. Under torchrun only rank 0 reports. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, TextIO
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+class Reporter:
+    def __init__(
+        self,
+        quiet: bool = False,
+        json_mode: bool = False,
+        stderr: TextIO | None = None,
+        stdout: TextIO | None = None,
+        rich: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        plain_interval: float = 30.0,
+    ):
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.stdout = stdout if stdout is not None else sys.stdout
+        rank = int(os.environ.get("RANK", "0") or 0)
+        self.silent = rank != 0  # under torchrun only rank 0 talks
+        self.quiet = quiet or self.silent
+        self.json_mode = json_mode and not self.silent
+        if rich is None:
+            rich = hasattr(self.stderr, "isatty") and self.stderr.isatty()
+        self.rich = rich and not self.quiet
+        self.clock = clock
+        self.plain_interval = plain_interval
+        self._console = None
+        self._progress = None
+
+    # -------------------------------------------------------------- messages (stderr)
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stderr, stderr=True, highlight=False)
+        return self._console
+
+    def info(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self.rich:
+            self.console.print(msg, markup=False)
+        else:
+            print(msg, file=self.stderr, flush=True)
+
+    def warn(self, msg: str) -> None:
+        if self.silent:
+            return
+        if self.rich:
+            self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+        else:
+            print(f"warning: {msg}", file=self.stderr, flush=True)
+
+    # -------------------------------------------------------------- events (stdout, --json)
+    def event(self, kind: str, **fields: Any) -> None:
+        if self.json_mode:
+            self.stdout.write(json.dumps({"event": kind, **fields}, default=_fmt_json) + "\n")
+            self.stdout.flush()
+
+    def metrics(self, kind: str = "metrics", **m: Any) -> None:
+        """A line of metrics for people and an event for machines."""
+        self.event(kind, **m)
+        self.info(f"{kind}: " + " | ".join(f"{k} {_fmt(v)}" for k, v in m.items()))
+
+    # -------------------------------------------------------------- progress
+    @contextmanager
+    def progress(self, total: int | None, description: str = "", start: int = 0):
+        """Yield ``update(advance=1, **fields)``: a Rich bar on a terminal, periodic lines otherwise."""
+        if self.quiet:
+            yield lambda advance=1, **f: None
+            return
+        if self.rich:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+            with Progress(*cols, console=self.console, transient=False, redirect_stdout=False, redirect_stderr=False) as p:
+                task = p.add_task(description, total=total, completed=start, status="")
+
+                def update(advance: int = 1, **fields: Any) -> None:
+                    status = " ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+                    p.update(task, advance=advance, **({"status": status} if fields else {}))
+
+                yield update
+            return
+        state = {"n": start, "last": self.clock()}
+
+        def update(advance: int = 1, **fields: Any) -> None:
+            state["n"] += advance
+            now = self.clock()
+            if now - state["last"] >= self.plain_interval or (total is not None and state["n"] >= total):
+                state["last"] = now
+                of = f"/{total}" if total else ""
+                extra = "".join(f" | {k} {_fmt(v)}" for k, v in fields.items())
+                print(f"{description} {state['n']}{of}{extra}", file=self.stderr, flush=True)
+
+        yield update
+
+
+def _fmt_json(v: Any):
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)

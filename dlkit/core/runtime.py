@@ -1,0 +1,183 @@
+"""Device, precision, seeding and the distributed rank, decided once per run.
+
+Every training loop gets a :class:`Runtime` and uses ``rt.autocast()`` and ``rt.scaler`` from it, so
+there is exactly one AMP code path (nanoGPT's ``ctx`` / ``GradScaler(enabled=fp16)`` pattern).
+Under ``torchrun`` the RANK / WORLD_SIZE variables switch on DDP (NCCL on CUDA, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dlkit.core.errors import DlkitError, UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str  # resolved: fp32 | bf16 | fp16
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    scaler: torch.amp.GradScaler = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return None if self.precision == "fp32" else _DTYPES[self.precision]
+
+    def autocast(self):
+        """Mixed-precision context for forward passes; a no-op in fp32."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device and wrap in DDP when distributed. Save ``unwrap(model)``, never the wrapper."""
+        model = model.to(self.device)
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    def all_reduce_mean(self, value: float) -> float:
+        """Mean of a scalar across ranks (identity on one process)."""
+        if not self.distributed:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers (what gets saved)."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DlkitError("--device mps: Apple MPS is not available on this machine")
+        return torch.device("mps")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DlkitError(f"--device {spec}: CUDA is not available on this machine (try --device cpu)")
+        index = local_rank
+        if ":" in spec:
+            try:
+                index = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise UsageError(f"--device {spec}: expected cuda or cuda:N") from None
+        if index >= torch.cuda.device_count():
+            raise DlkitError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device("cuda", index)
+    raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """'auto' means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    spec = (spec or "auto").lower()
+    if spec not in PRECISIONS:
+        raise UsageError(f"--precision {spec}: expected one of {', '.join(PRECISIONS)}")
+    if spec == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if spec == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return spec
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """Join the torchrun process group if RANK is set; returns (rank, world_size, local_rank)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, 0
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return rank, world, local_rank
+
+
+def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True) -> Runtime:
+    """Resolve device and precision once, seed every RNG, join DDP when launched by torchrun."""
+    rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
+    dev = resolve_device(device, local_rank)
+    prec = resolve_precision(precision, dev)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    seed_everything(seed)
+    scaler = torch.amp.GradScaler(dev.type if dev.type != "mps" else "cpu", enabled=prec == "fp16")
+    return Runtime(dev, prec, seed, rank, world, local_rank, scaler)
+
+
+def shutdown(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The torch RNGs (dropout, init) as tensors, saved with the resumable state.
+
+    Training loops draw their batches from generators seeded by (seed, step), never from numpy's
+    global RNG, so these are all the RNG state a resume needs."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -1,0 +1,79 @@
+"""Finding models by name or path: the bundled zoo and ``$DLKIT_HOME/models``. Imports no torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dlkit.core.checkpoint import read_header, read_meta
+from dlkit.core.errors import DlkitError, ModelFileError
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("DLKIT_HOME", Path.home() / ".dlkit"))
+
+
+def search_dirs() -> list[tuple[str, Path]]:
+    return [("home", home_dir() / "models"), ("bundled", ZOO_DIR)]
+
+
+def resolve_model(spec: str, task: str | None = None) -> Path:
+    """A path to an existing file, or a model NAME looked up in $DLKIT_HOME/models then the zoo."""
+    p = Path(spec).expanduser()
+    if p.exists() or spec.endswith(".safetensors") or os.sep in spec or "/" in spec:
+        if not p.exists():
+            raise ModelFileError(f"model file '{spec}' does not exist")
+        return p
+    for _, d in search_dirs():
+        cand = d / f"{spec}.safetensors"
+        if cand.exists():
+            return cand
+    names = [m["name"] for m in list_models() if task is None or m.get("task") == task]
+    hint = f"; available: {', '.join(names)}" if names else ""
+    raise ModelFileError(f"no model named '{spec}'{hint} (see `dlkit models`)")
+
+
+def card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".md")
+
+
+def describe(path: Path, where: str) -> dict[str, Any]:
+    """One row of `dlkit models`: name, task, parameters, size, data and headline metric."""
+    header = read_header(path)
+    meta = read_meta(path)
+    params = 0
+    for k, v in header.items():
+        if k == "__metadata__" or k in meta.get("aliases", {}):
+            continue
+        n = 1
+        for d in v["shape"]:
+            n *= d
+        params += n
+    return {
+        "name": path.name.removesuffix(".safetensors"),
+        "where": where,
+        "path": str(path),
+        "task": meta.get("task"),
+        "arch": meta.get("arch"),
+        "parameters": params,
+        "size_bytes": path.stat().st_size,
+        "data": (meta.get("training") or {}).get("data"),
+        "metric": meta.get("headline"),
+        "card": str(card_path(path)) if card_path(path).exists() else None,
+    }
+
+
+def list_models() -> list[dict[str, Any]]:
+    rows = []
+    for where, d in search_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.safetensors")):
+            try:
+                rows.append(describe(p, where))
+            except DlkitError as e:
+                rows.append({"name": p.stem, "where": where, "path": str(p), "error": str(e)})
+    return rows
