@@ -9,7 +9,6 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -19,9 +18,13 @@ from dlkit.core.errors import EXIT_INTERRUPTED, DlkitError
 # Each entry is a module with a Typer ``app``; its commands appear at the top level.
 from dlkit import info
 from dlkit.tasks.lm import cli as lm_cli
+from dlkit.tasks.translate import cli as translate_cli
+from dlkit.tasks.superres import cli as superres_cli
 
 TASK_APPS = [
     lm_cli.app,
+    translate_cli.app,
+    superres_cli.app,
     info.app,
 ]
 
@@ -33,10 +36,10 @@ def _debug() -> bool:
 class DlkitGroup(TyperGroup):
     """Turns DlkitError into one red line and an exit code; Ctrl-C into exit 130 (tracebacks with --debug)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx) -> list[str]:
         return list(self.commands)  # keep the order of the list above, not alphabetical
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except DlkitError as e:
@@ -57,6 +60,17 @@ class DlkitGroup(TyperGroup):
                 raise
             _error_line("interrupted")
             ctx.exit(EXIT_INTERRUPTED)
+        except Exception as e:  # a bug, not bad input: still one line, the traceback behind --debug
+            if _debug() or _is_click_control(e):
+                raise
+            _error_line(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+            ctx.exit(1)
+
+
+def _is_click_control(e: Exception) -> bool:
+    """Click's own exits and usage errors (Typer may vendor click, so match by shape, not by class)."""
+    return isinstance(e, (typer.Exit, typer.Abort)) or (hasattr(e, "exit_code") and hasattr(e, "show")) \
+        or type(e).__name__ in ("Exit", "Abort")
 
 
 def _error_line(msg: str) -> None:

@@ -84,12 +84,13 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         head = f.read(8)
         if len(head) < 8:
             raise ModelFileError(f"model file '{path}' is empty or truncated ({size} bytes)")
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise ModelFileError(
-                f"'{path}' is a pickle/PyTorch checkpoint, not a .safetensors model; dlkit never loads pickles"
-            )
         (n,) = struct.unpack("<Q", head)
+        pickled = head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
         if n < 2 or n > 100_000_000 or n + 8 > size:
+            if pickled:
+                raise ModelFileError(
+                    f"'{path}' is a pickle/PyTorch checkpoint, not a .safetensors model; dlkit never loads pickles"
+                )
             raise ModelFileError(f"'{path}' is not a valid .safetensors file (bad or truncated header)")
         raw = f.read(n)
     try:

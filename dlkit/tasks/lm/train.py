@@ -1,0 +1,274 @@
+"""Training a GPT language model: AdamW, warmup + cosine, clipping, accumulation, eval, resume, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from dlkit.core import checkpoint as ckpt
+from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.optim import adamw, optimizer_step, set_lr, warmup_cosine
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.tasks.lm.data import Corpus, check_length, prepare_corpus
+from dlkit.tasks.lm.model import GPT, GPTConfig, preset
+
+TASK = "lm"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str = "runs/lm"
+    preset: str = "small"
+    block_size: int | None = None
+    dropout: float | None = None
+    tokenizer: str = "char"
+    vocab_size: int = 4096
+    val: str | None = None
+    val_fraction: float = 0.1
+    batch_size: int = 12  # per process, per micro-step
+    grad_accum: int = 1
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    eval_every: int = 250
+    eval_iters: int = 50
+    sample_tokens: int = 200
+    max_time: float | None = None  # seconds
+    compile: bool = False
+    seed: int = 1337
+    save_dtype: str = "fp32"
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    steps: int
+    best_val_loss: float
+    last_train_loss: float
+    seconds: float
+    tokens_per_s: float
+    interrupted: bool = False
+    history: list = field(default_factory=list)
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
+    try:
+        return preset(cfg.preset, block_size=cfg.block_size, dropout=cfg.dropout, vocab_size=vocab_size)
+    except KeyError:
+        from dlkit.tasks.lm.model import PRESETS
+
+        raise UsageError(f"--preset {cfg.preset}: expected one of {', '.join(PRESETS)}") from None
+
+
+def batch_offsets(step: int, micro: int, n_tokens: int, block: int, global_batch: int, seed: int) -> torch.Tensor:
+    """The global batch of step ``step`` is a pure function of (seed, step, micro): resume needs no data
+    position, and N processes each taking a slice see exactly the batch one process would."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + micro)
+    return torch.randint(n_tokens - block - 1, (global_batch,), generator=g)
+
+
+@torch.no_grad()
+def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block: int, rt: Runtime) -> dict[str, float]:
+    """nanoGPT's estimate: mean loss over ``eval_iters`` random batches per split (fixed per rank)."""
+    model.eval()
+    out = {}
+    for split in ("train", "val"):
+        data = corpus.train if split == "train" else corpus.val
+        g = torch.Generator().manual_seed(cfg.seed + 7919 * (rt.rank + 1))
+        losses = []
+        for _ in range(cfg.eval_iters):
+            offs = torch.randint(len(data) - block - 1, (cfg.batch_size,), generator=g)
+            x, y = (t.to(rt.device) for t in corpus.batch(split, offs, block))
+            with rt.autocast():
+                _, loss = model(x, y)
+            losses.append(loss.item())
+        out[split] = rt.all_reduce_mean(sum(losses) / len(losses))
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def full_val_loss(model: GPT, corpus: Corpus, block: int, device, batch: int = 32) -> float:
+    """Exact mean loss over the whole validation split in non-overlapping context windows."""
+    model.eval()
+    data = corpus.val
+    starts = list(range(0, len(data) - block - 1, block))
+    total, count = 0.0, 0
+    for i in range(0, len(starts), batch):
+        offs = torch.tensor(starts[i : i + batch])
+        x, y = (t.to(device) for t in corpus.batch("val", offs, block))
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        total += loss.item()
+        count += y.numel()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    stop = stop or StopSignal()
+    out = ckpt.check_writable_dir(cfg.out)
+    model_path = out / MODEL_FILE
+    state_file = ckpt.state_path(model_path)
+    state = ckpt.load_state(state_file) if cfg.resume else None
+
+    if rt.is_main:
+        corpus = prepare_corpus(Path(cfg.data), out, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
+                                Path(cfg.val) if cfg.val else None, state["tokenizer"] if state else None)
+    rt.barrier()
+    if not rt.is_main:
+        corpus = prepare_corpus(Path(cfg.data), out, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
+                                Path(cfg.val) if cfg.val else None, _tokenizer_meta(out))
+    mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
+    check_length(corpus, mcfg.block_size)
+
+    model = GPT(mcfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
+    start, best, elapsed, history = 0, math.inf, 0.0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        start, best, elapsed, history = state["step"], state["best_val"], state["elapsed"], state["history"]
+    model = rt.wrap(model)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    fwd = torch.compile(model) if cfg.compile else model
+
+    report.info(f"lm-train: {unwrap(model).num_params() / 1e6:.2f}M parameters, vocab {mcfg.vocab_size}, "
+                f"{len(corpus.train):,} train / {len(corpus.val):,} val tokens, device {rt.device}, {rt.precision}"
+                + (f", {rt.world_size} processes" if rt.distributed else "")
+                + (f", resuming at step {start}" if start else ""))
+    report.event("start", task=TASK, params=unwrap(model).num_params(), vocab=mcfg.vocab_size, step=start,
+                 steps=cfg.steps, world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
+
+    def save(step: int, val: float | None = None) -> None:
+        if not rt.is_main:
+            return
+        if val is not None:
+            ckpt.save_model(model_path, unwrap(model).state_dict(),
+                            model_meta(cfg, mcfg, corpus, step, val, elapsed + time.monotonic() - t0),
+                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
+        ckpt.save_state(state_file, {
+            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "best_val": best, "elapsed": elapsed + time.monotonic() - t0, "history": history,
+            "rng": rng_state(), "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
+        })
+
+    t0 = time.monotonic()
+    block, B, W = mcfg.block_size, cfg.batch_size, rt.world_size
+    tokens_per_step = B * W * cfg.grad_accum * block
+    loss_val, step, interrupted = float("nan"), start, False
+    with report.progress(cfg.steps, "lm-train", start=start) as update:
+        for step in range(start, cfg.steps):
+            if step % cfg.eval_every == 0 and step > start:
+                best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save)
+            set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
+            for micro in range(cfg.grad_accum):
+                offs = batch_offsets(step, micro, len(corpus.train), block, B * W, cfg.seed)[rt.rank * B : (rt.rank + 1) * B]
+                x, y = (t.to(rt.device, non_blocking=True) for t in corpus.batch("train", offs, block))
+                last = micro == cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not rt.distributed else model.no_sync()
+                with sync:
+                    with rt.autocast():
+                        _, loss = fwd(x, y)
+                    optimizer_step(loss / cfg.grad_accum, optimizer, rt.scaler, clip=cfg.clip, step=last)
+            loss_val = loss.item()
+            update(1, loss=loss_val)
+            report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
+            if stop.poll(step + 1):
+                interrupted = True
+                step += 1
+                break
+            if cfg.max_time and elapsed + time.monotonic() - t0 > cfg.max_time:
+                report.info(f"--max-time reached after step {step + 1}")
+                step += 1
+                break
+        else:
+            step = cfg.steps
+    if interrupted:
+        save(step)
+        raise Interrupted(f"interrupted at step {step}; state saved to '{state_file}', continue with --resume")
+    if step > start:
+        best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=True)
+    seconds = time.monotonic() - t0
+    if rt.is_main and model_path.exists():
+        full = finalize(model_path, corpus, rt.device)
+        report.metrics("final", best_val_loss_estimate=best, val_loss=full, val_tokens=min(len(corpus.val), FULL_EVAL_TOKENS))
+    tps = (step - start) * tokens_per_step / max(seconds, 1e-9)
+    return TrainResult(str(model_path), step, best, loss_val, seconds, tps, False, history)
+
+
+def _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=False) -> float:
+    losses = estimate_loss(fwd, corpus, cfg, block, rt)
+    history.append({"step": step, **losses})
+    improved = losses["val"] < best
+    best = min(best, losses["val"])
+    report.metrics("eval", step=step, train_loss=losses["train"], val_loss=losses["val"], best_val=best)
+    if rt.is_main and cfg.sample_tokens and not final:
+        from dlkit.tasks.lm.infer import sample_text
+
+        text = sample_text(unwrap(model), corpus.tokenizer, "", cfg.sample_tokens, rt.device, seed=step)
+        report.info("sample: " + text.replace("\n", " / ")[:300])
+    save(step, losses["val"] if improved else None)
+    return best
+
+
+def model_meta(cfg: TrainConfig, mcfg: GPTConfig, corpus: Corpus, step: int, val: float, seconds: float) -> dict:
+    return {
+        "task": TASK,
+        "arch": "gpt",
+        "config": asdict(mcfg),
+        "tokenizer": corpus.tokenizer.to_meta(),
+        "training": {"data": Path(corpus.source).name, "steps": step, "seconds": round(seconds, 1),
+                     "recipe": asdict(cfg)},
+        "metrics": {"val_loss_estimate": round(val, 4)},
+        "headline": f"val loss {val:.4f} (estimate, step {step})",
+    }
+
+
+FULL_EVAL_TOKENS = 2_000_000
+
+
+def finalize(model_path: Path, corpus: Corpus, device) -> float:
+    """Measure the best model's exact validation loss (whole split, up to FULL_EVAL_TOKENS) into its metadata."""
+    tensors, meta = ckpt.load_model_file(model_path, TASK)
+    model = GPT(GPTConfig(**meta["config"])).to(device)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    val = Corpus(corpus.train, corpus.val[:FULL_EVAL_TOKENS], corpus.tokenizer, corpus.source)
+    loss = full_val_loss(model, val, model.cfg.block_size, device)
+    meta["metrics"]["val_loss"] = round(loss, 4)
+    meta["metrics"]["val_tokens"] = int(min(len(corpus.val), FULL_EVAL_TOKENS))
+    meta["headline"] = f"val loss {loss:.4f} nats/token"
+    dtype = next(iter(tensors.values())).dtype
+    ckpt.save_model(model_path, tensors, {k: v for k, v in meta.items() if k not in ("format", "aliases")},
+                    dtype=dtype if dtype != torch.float32 else None)
+    return loss
+
+
+def _tokenizer_meta(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "tokens.json").read_text())["tokenizer"]
+
+
+def load_lm(path) -> tuple[GPT, object, dict]:
+    """Model, tokenizer and metadata from a dlkit 'lm' model file (checked, never unpickled)."""
+    from dlkit.tasks.lm.data import tokenizer_from_meta
+
+    tensors, meta = ckpt.load_model_file(path, TASK)
+    model = GPT(GPTConfig(**meta["config"]))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.eval()
+    return model, tokenizer_from_meta(meta["tokenizer"]), meta

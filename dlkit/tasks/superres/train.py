@@ -1,0 +1,294 @@
+"""Training SRResNet (pixel loss) and SRGAN (content + adversarial loss): Adam, warmup + cosine, resume, DDP.
+
+Each rank draws its own patches from a generator seeded by (seed, rank, step), so DDP shards the data and a
+resumed run draws exactly the batches an uninterrupted one would. Validation is PSNR (Y, ``scale`` px shaved)
+on held-out images, measured by rank 0; the best generator is written to OUT/model.safetensors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dlkit.core import checkpoint as ckpt
+from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.imaging import psnr, rgb_to_y, shave
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.optim import optimizer_step, set_lr, warmup_cosine
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.tasks.superres.data import Pair, PatchSampler, make_pairs, read_hr_images
+from dlkit.tasks.superres.losses import ContentLoss, make_content_loss
+from dlkit.tasks.superres.model import PRESETS, SCALES, Discriminator, SRConfig, build_model, config_from_dict
+
+TASK = "superres"
+MODEL_FILE = "model.safetensors"
+ARCHS = ("srresnet", "srgan")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str = "runs/superres"
+    arch: str = "srresnet"  # srresnet (pixel loss) | srgan (content + adversarial)
+    preset: str = "srresnet"
+    scale: int = 4
+    n_blocks: int | None = None
+    channels: int | None = None
+    bn: bool | None = None
+    patch: int = 24  # LR patch side; HR patch = patch * scale (the paper's 96x96 at x4)
+    batch_size: int = 16  # per process
+    steps: int = 2000
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    warmup: int = 50
+    loss: str = "l1"  # pixel loss: l1 | mse
+    clip: float = 0.0
+    val: str | None = None  # folder or tar of held-out HR images
+    val_split: int = 0  # or: hold out the last N images of --data
+    eval_every: int = 250
+    max_time: float | None = None  # seconds
+    init: str | None = None  # start the generator from this model (SRGAN fine-tunes SRResNet)
+    content: str = "auto"  # srgan content loss: auto | vgg | l1 | mse
+    vgg_weights: str | None = None
+    adv_weight: float = 1e-3  # Ledig et al.: 1e-3 * adversarial + content
+    d_lr: float | None = None
+    seed: int = 0
+    save_dtype: str = "fp32"
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    steps: int
+    best_val_psnr: float | None
+    last_loss: float
+    seconds: float
+    interrupted: bool = False
+    history: list = field(default_factory=list)
+
+
+def model_config(cfg: TrainConfig, init_meta: dict | None) -> SRConfig:
+    if init_meta is not None:
+        mcfg = config_from_dict(init_meta["config"])
+        if mcfg.scale != cfg.scale:
+            raise UsageError(f"--init model is x{mcfg.scale}; this run is --scale {cfg.scale}")
+        return mcfg
+    if cfg.preset not in PRESETS:
+        raise UsageError(f"--preset {cfg.preset}: expected one of {', '.join(PRESETS)}")
+    if cfg.scale not in SCALES:
+        raise UsageError(f"--scale {cfg.scale}: expected one of {', '.join(map(str, SCALES))}")
+    base = asdict(PRESETS[cfg.preset])
+    over = {"n_blocks": cfg.n_blocks, "channels": cfg.channels, "bn": cfg.bn}
+    base.update({k: v for k, v in over.items() if v is not None}, scale=cfg.scale)
+    return config_from_dict(base)
+
+
+def load_data(cfg: TrainConfig, report: Reporter) -> tuple[list[Pair], list[Pair]]:
+    images = read_hr_images(cfg.data, warn=report.warn, min_size=cfg.patch * cfg.scale)
+    val_images: list = []
+    if cfg.val:
+        val_images = read_hr_images(cfg.val, warn=report.warn)
+    elif cfg.val_split:
+        if cfg.val_split >= len(images):
+            raise UsageError(f"--val-split {cfg.val_split} leaves no training images (of {len(images)})")
+        images, val_images = images[: -cfg.val_split], images[-cfg.val_split :]
+    return make_pairs(images, cfg.scale), make_pairs(val_images, cfg.scale)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, pairs: list[Pair], scale: int, device) -> float:
+    """Mean PSNR (Y, BT.601, ``scale`` px shaved) of the quantised output over ``pairs``."""
+    from dlkit.tasks.superres.data import to_tensor, to_uint8
+
+    was_training = model.training
+    model.eval()
+    scores = []
+    for p in pairs:
+        sr = to_uint8(model(to_tensor(p.lr).to(device)))
+        scores.append(psnr(shave(rgb_to_y(sr), scale), shave(rgb_to_y(p.hr), scale)))
+    model.train(was_training)
+    return float(np.mean(scores))
+
+
+def pixel_loss(kind: str):
+    if kind not in ("l1", "mse"):
+        raise UsageError(f"--loss {kind}: expected l1 or mse")
+    return F.l1_loss if kind == "l1" else F.mse_loss
+
+
+def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    """Train a generator (and, for ``srgan``, a discriminator); returns where the best model went."""
+    stop = stop or StopSignal()
+    if cfg.arch not in ARCHS:
+        raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(ARCHS)} (bicubic needs no training)")
+    out = Path(cfg.out)
+    model_path = out / MODEL_FILE
+    state_file = ckpt.state_path(model_path)
+    state = ckpt.load_state(state_file) if cfg.resume else None
+
+    init_state, init_meta = (None, None)
+    if cfg.init:
+        from dlkit.core.zoo import resolve_model
+
+        init_state, init_meta = ckpt.load_model_file(resolve_model(cfg.init, TASK), TASK)
+    mcfg = model_config(cfg, init_meta)
+    train_pairs, val_pairs = load_data(cfg, report)
+    sampler = PatchSampler(train_pairs, cfg.scale, cfg.patch, cfg.batch_size, cfg.seed, rt.rank)
+
+    gen = build_model(mcfg)
+    if init_state is not None:
+        gen.load_state_dict({k: v.float() for k, v in init_state.items()})
+    gan = cfg.arch == "srgan"
+    disc = Discriminator() if gan else None
+    content: ContentLoss | None = make_content_loss(cfg.content, cfg.vgg_weights, rt.device, report) if gan else None
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr or cfg.lr, betas=(0.9, 0.999)) if gan else None
+
+    start, best, elapsed, history = 0, -math.inf, 0.0, []
+    if state is not None:
+        gen.load_state_dict(state["model"])
+        if gan:
+            disc.load_state_dict(state["disc"])
+        start, best, elapsed, history = state["step"], state["best_val"], state["elapsed"], state["history"]
+    gen = rt.wrap(gen)
+    disc = rt.wrap(disc) if gan else None
+    if state is not None:
+        opt_g.load_state_dict(state["optimizer"])
+        if gan:
+            opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+
+    n_params = sum(p.numel() for p in unwrap(gen).parameters())
+    report.info(f"superres-train: {cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
+                f"{' + BN' if mcfg.bn else ' (no BN)'}, {n_params / 1e6:.2f}M parameters; {len(train_pairs)} train / "
+                f"{len(val_pairs)} val images; device {rt.device}, {rt.precision}"
+                + (f", {rt.world_size} processes" if rt.distributed else "")
+                + (f", resuming at step {start}" if start else ""))
+    if gan:
+        report.info(f"superres-train: content loss {content.name}, adversarial weight {cfg.adv_weight}")
+    report.event("start", task=TASK, arch=cfg.arch, params=n_params, step=start, steps=cfg.steps,
+                 world_size=rt.world_size, device=str(rt.device), precision=rt.precision,
+                 content_loss=content.name if gan else cfg.loss)
+
+    t0 = time.monotonic()
+
+    def seconds() -> float:
+        return elapsed + time.monotonic() - t0
+
+    def save(step: int, val: float | None, write_model: bool) -> None:
+        if not rt.is_main:
+            return
+        if write_model:
+            meta = model_meta(cfg, mcfg, step, val, seconds(), len(train_pairs), len(val_pairs),
+                              content.name if gan else cfg.loss, init_meta)
+            ckpt.save_model(model_path, unwrap(gen).state_dict(), meta,
+                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
+        st = {"model": unwrap(gen).state_dict(), "optimizer": opt_g.state_dict(), "step": step, "best_val": best,
+              "elapsed": seconds(), "history": history, "rng": rng_state(), "config": _plain(asdict(cfg))}
+        if gan:
+            st.update(disc=unwrap(disc).state_dict(), opt_d=opt_d.state_dict())
+        ckpt.save_state(state_file, st)
+
+    def evaluate(step: int, final: bool = False) -> None:
+        nonlocal best
+        val = validate(unwrap(gen), val_pairs, cfg.scale, rt.device) if (rt.is_main and val_pairs) else None
+        rt.barrier()
+        if val is not None:
+            history.append({"step": step, "val_psnr": round(val, 3)})
+            improved = val > best
+            best = max(best, val)
+            report.metrics("eval", step=step, val_psnr=round(val, 3), best_val_psnr=round(best, 3))
+            save(step, val, write_model=improved)
+        else:
+            save(step, None, write_model=final)
+
+    pix = pixel_loss(cfg.loss)
+    loss_val, step, interrupted = float("nan"), start, False
+    gen.train()
+    with report.progress(cfg.steps, "superres-train", start=start) as update:
+        for step in range(start, cfg.steps):
+            if step % cfg.eval_every == 0 and step > start:
+                evaluate(step)
+            lr = warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
+            set_lr(opt_g, lr)
+            lr_img, hr_img = (t.to(rt.device, non_blocking=True) for t in sampler.batch(step))
+            if gan:
+                set_lr(opt_d, lr * (cfg.d_lr or cfg.lr) / cfg.lr)
+                fields = gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg, rt)
+            else:
+                with rt.autocast():
+                    sr = gen(lr_img)  # (B, 3, pS, pS)
+                    loss = pix(sr.float(), hr_img)
+                optimizer_step(loss, opt_g, rt.scaler, clip=cfg.clip)
+                fields = {"loss": loss.item()}
+            loss_val = fields["loss"]
+            update(1, **{k: round(v, 5) for k, v in fields.items()})
+            report.event("step", step=step + 1, lr=lr, **fields)
+            if stop.poll(step + 1):
+                interrupted, step = True, step + 1
+                break
+            if cfg.max_time and seconds() > cfg.max_time:
+                report.info(f"--max-time reached after step {step + 1}")
+                step += 1
+                break
+        else:
+            step = cfg.steps
+    if interrupted:
+        save(step, None, write_model=False)
+        raise Interrupted(f"interrupted at step {step}; state saved to '{state_file}', continue with --resume")
+    if step > start or not model_path.exists():
+        evaluate(step, final=True)
+    return TrainResult(str(model_path), step, best if best > -math.inf else None, loss_val, seconds(), False, history)
+
+
+def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:
+    """One SRGAN step (Ledig et al. 2017): D on real vs fake, then G on content + adv_weight * adversarial."""
+    bce = F.binary_cross_entropy_with_logits
+    with rt.autocast():
+        sr = gen(lr_img)  # (B, 3, H, W)
+        d_real, d_fake = disc(hr_img), disc(sr.detach())
+        loss_d = bce(d_real.float(), torch.ones_like(d_real.float())) + bce(d_fake.float(), torch.zeros_like(d_fake.float()))
+    optimizer_step(loss_d, opt_d, rt.scaler, clip=cfg.clip)
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    with rt.autocast():
+        g_fake = disc(sr).float()
+        loss_content = content(sr.float().clamp(0, 1), hr_img)
+        loss_adv = bce(g_fake, torch.ones_like(g_fake))
+        loss_g = loss_content + cfg.adv_weight * loss_adv
+    optimizer_step(loss_g, opt_g, rt.scaler, clip=cfg.clip)
+    for p in disc.parameters():
+        p.requires_grad_(True)
+    return {"loss": loss_g.item(), "content": loss_content.item(), "adv": loss_adv.item(), "loss_d": loss_d.item()}
+
+
+def model_meta(cfg: TrainConfig, mcfg: SRConfig, step: int, val: float | None, seconds: float, n_train: int,
+               n_val: int, loss_name: str, init_meta: dict | None) -> dict:
+    metrics = {"val_psnr_y": round(val, 3), "val_images": n_val} if val is not None else {}
+    headline = f"val {val:.2f} dB (Y, x{mcfg.scale}, {n_val} held-out images)" if val is not None else f"x{mcfg.scale}, step {step}"
+    training = {"data": Path(cfg.data).name, "train_images": n_train, "steps": step, "seconds": round(seconds, 1),
+                "loss": loss_name, "recipe": _plain(asdict(cfg))}
+    if init_meta is not None:
+        training["init"] = {"arch": init_meta.get("arch"), "headline": init_meta.get("headline")}
+    return {
+        "task": TASK,
+        "arch": cfg.arch,
+        "config": _plain(asdict(mcfg)),
+        "scale": mcfg.scale,
+        "normalisation": "RGB in [0, 1] in and out; output clamped and rounded to uint8",
+        "training": training,
+        "metrics": metrics,
+        "headline": headline,
+    }
+
+
+def _plain(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,333 @@
+"""Training a translation model: label smoothing, AdamW + warmup, token batches, BLEU-based model
+selection with early stopping, averaging of the last N checkpoints, exact resume, DDP."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dlkit.core import checkpoint as ckpt
+from dlkit.core.errors import DataError, Interrupted, UsageError
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.optim import adamw, inverse_sqrt, optimizer_step, set_lr
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.tasks.translate import data as D
+from dlkit.tasks.translate.model import PRESETS, Seq2SeqConfig, build_model, num_params, preset
+
+TASK = "translate"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    src: str | None = None  # --src/--tgt files, or
+    tgt: str | None = None
+    tsv: str | None = None  # a TSV of pairs, or
+    data: str | None = None  # a Multi30k-style folder (with pair)
+    pair: str | None = None  # e.g. en-fr: languages for Moses; picks files in a folder
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    valid_fraction: float = 0.05  # held out when no validation files are given
+    valid_max: int = 0  # cap on validation sentences decoded for BLEU (0: all)
+    out: str = "runs/translate"
+    arch: str = "transformer"
+    preset: str = "small"
+    d_model: int | None = None
+    layers: int | None = None
+    dropout: float | None = None
+    attention: str = "luong"
+    reverse_source: bool = True
+    vocab_size: int = 8000
+    subword: str = "bpe"  # bpe | unigram
+    joint_vocab: bool = True
+    max_tokens: int = 4096  # per batch per process (padded source + target tokens)
+    epochs: int = 20
+    lr: float = 1e-3
+    warmup: int = 1000
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip: float = 1.0
+    eval_every: int = 0  # steps between evaluations (0: once per epoch)
+    patience: int = 5  # evaluations without a better BLEU before stopping (0: never)
+    average_last: int = 1  # average the last N evaluated checkpoints at the end
+    max_time: float | None = None  # seconds
+    seed: int = 1
+    save_dtype: str = "fp32"
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    steps: int
+    epochs_done: int
+    best_bleu: float
+    seconds: float
+    tokens_per_s: float
+    params: int
+    history: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ data
+def load_text(cfg: TrainConfig) -> tuple[list[str], list[str], list[str], list[str], str, str]:
+    """Train and validation pairs plus the languages, from whichever source the config names."""
+    if cfg.data:
+        if not cfg.pair:
+            raise UsageError("--data FOLDER needs --pair SRC-TGT (e.g. --pair en-fr)")
+        src, tgt = D.read_pairs(*D.multi30k_files(cfg.data, "train", cfg.pair))
+        vs, vt = D.read_pairs(*D.multi30k_files(cfg.data, "val", cfg.pair)) if not cfg.valid_src else ([], [])
+    elif cfg.tsv:
+        src, tgt = D.read_tsv(cfg.tsv)
+        vs, vt = [], []
+    elif cfg.src and cfg.tgt:
+        src, tgt = D.read_pairs(cfg.src, cfg.tgt)
+        vs, vt = [], []
+    else:
+        raise UsageError("give training data: --src FILE --tgt FILE, --tsv FILE, or --data FOLDER --pair en-fr")
+    if cfg.valid_src or cfg.valid_tgt:
+        if not (cfg.valid_src and cfg.valid_tgt):
+            raise UsageError("--valid-src and --valid-tgt go together")
+        vs, vt = D.read_pairs(cfg.valid_src, cfg.valid_tgt)
+    if not vs:  # hold out the last part (a fixed, documented split)
+        n = max(1, int(len(src) * cfg.valid_fraction))
+        if len(src) - n < 1:
+            raise DataError(f"only {len(src)} sentence pairs: too few to hold out validation data")
+        src, tgt, vs, vt = src[:-n], tgt[:-n], src[-n:], tgt[-n:]
+    if cfg.valid_max:
+        vs, vt = vs[: cfg.valid_max], vt[: cfg.valid_max]
+    sl, tl = D.split_pair(cfg.pair) if cfg.pair else (_guess_lang(cfg.src, "src"), _guess_lang(cfg.tgt, "tgt"))
+    return src, tgt, vs, vt, sl, tl
+
+
+def _guess_lang(path: str | None, default: str) -> str:
+    """'train.fr.gz' -> 'fr'; otherwise a neutral code (Moses then uses language-independent rules)."""
+    if path:
+        parts = Path(path).name.removesuffix(".gz").split(".")
+        if len(parts) > 1 and 2 <= len(parts[-1]) <= 3 and parts[-1].isalpha():
+            return parts[-1].lower()
+    return "xx" if default == "src" else "yy"
+
+
+def model_config(cfg: TrainConfig, pipe: D.TextPipeline) -> Seq2SeqConfig:
+    if cfg.arch not in PRESETS:
+        raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(PRESETS)}")
+    if cfg.preset not in PRESETS[cfg.arch]:
+        raise UsageError(f"--preset {cfg.preset}: expected one of {', '.join(PRESETS[cfg.arch])}")
+    layers = {"enc_layers": cfg.layers, "dec_layers": cfg.layers} if cfg.layers else {}
+    return preset(cfg.arch, cfg.preset, src_vocab=pipe.src_sp.vocab_size, tgt_vocab=pipe.tgt_sp.vocab_size,
+                  d_model=cfg.d_model, dropout=cfg.dropout, share_embeddings=pipe.joint, attention=cfg.attention,
+                  reverse_source=cfg.reverse_source, **layers)
+
+
+def loss_fn(model, batch, label_smoothing: float) -> tuple[torch.Tensor, int]:
+    src, tin, tout = batch
+    logits = model(src, tin)  # (B, T, V)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tout.reshape(-1), ignore_index=D.PAD,
+                           label_smoothing=label_smoothing)
+    return loss, int((tout != D.PAD).sum())
+
+
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(model, pipe: D.TextPipeline, valid: D.Encoded, refs: list[str], device, batch_size: int = 100) -> dict:
+    """Greedy-decode the validation sources and score them: BLEU (sacreBLEU, lc-tok) and token loss."""
+    from dlkit.tasks.translate.decode import greedy
+    from dlkit.tasks.translate.metrics import bleu
+
+    model.eval()
+    order = sorted(range(len(valid.src)), key=lambda i: len(valid.src[i]))
+    hyps: list[str] = [""] * len(order)
+    total, count = 0.0, 0
+    for k in range(0, len(order), batch_size):
+        idx = order[k : k + batch_size]
+        src, tin, tout = D.collate(valid, idx, device)
+        logits = model(src, tin)
+        total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tout.reshape(-1),
+                                       ignore_index=D.PAD, reduction="sum"))
+        count += int((tout != D.PAD).sum())
+        out, _, _ = greedy(model, src)
+        for i, toks in zip(idx, out):
+            hyps[i] = pipe.decode_tgt(toks)
+    model.train()
+    b = bleu(hyps, refs, pipe.tgt_lang)
+    return {"bleu": b.sacrebleu, "bleu_lc_tok": b.lc_tok, "val_loss": total / max(count, 1), "sample": hyps[0]}
+
+
+def average_files(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Parameter average of checkpoints (Vaswani et al. 2017 average the last 5 or 20)."""
+    avg = None
+    for p in paths:
+        sd, _ = ckpt.load_model_file(p)
+        if avg is None:
+            avg = {k: v.double().clone() for k, v in sd.items()}
+        else:
+            for k in avg:
+                avg[k] += sd[k].double()
+    return {k: (v / len(paths)).float() for k, v in avg.items()}
+
+
+# ------------------------------------------------------------------ training
+def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
+    src, tgt, vs, vt, sl, tl = load_text(cfg)
+    report.info(f"translate-train: {len(src):,} training pairs, {len(vs):,} validation pairs ({sl} -> {tl})")
+    s_tok, t_tok = D.moses_all(src, tgt, sl, tl)
+    if state is not None:
+        pipe = D.TextPipeline.from_meta(state["text"])
+    else:
+        pipe = D.TextPipeline.learn(s_tok, t_tok, sl, tl, cfg.vocab_size, cfg.subword, cfg.joint_vocab)
+    mcfg = model_config(cfg, pipe)
+    train_set = D.encode_corpus(pipe, s_tok, t_tok, mcfg.max_len)
+    if not train_set.src:
+        raise DataError("no usable training pairs (all empty after tokenisation)")
+    vs_tok, vt_tok = D.moses_all(vs, vt, sl, tl)
+    valid = D.encode_corpus(pipe, vs_tok, vt_tok, mcfg.max_len)
+    keep = [i for i, (s, t) in enumerate(zip(vs_tok, vt_tok)) if s and t]
+    refs = [vt[i] for i in keep]
+    return pipe, mcfg, train_set, valid, refs
+
+
+def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    stop = stop or StopSignal()
+    out = Path(cfg.out)
+    model_path, state_file, snap_dir = out / MODEL_FILE, ckpt.state_path(out / MODEL_FILE), out / "snapshots"
+    state = ckpt.load_state(state_file) if cfg.resume else None
+    pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
+
+    model = build_model(mcfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
+    s = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad": 0, "elapsed": 0.0, "history": [], "snapshots": [],
+         "tokens": 0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        s = state["progress"]
+    model = rt.wrap(model)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    params = num_params(unwrap(model))
+    lengths = [len(a) + len(b) + 1 for a, b in zip(train_set.src, train_set.tgt)]
+    report.info(f"{cfg.arch}/{cfg.preset}: {params / 1e6:.2f}M parameters, vocab {mcfg.src_vocab}"
+                f"{'' if pipe.joint else '/' + str(mcfg.tgt_vocab)} ({cfg.subword}, {'joint' if pipe.joint else 'separate'}),"
+                f" device {rt.device}, {rt.precision}" + (f", {rt.world_size} processes" if rt.distributed else "")
+                + (f", resuming at step {s['step']}" if s["step"] else ""))
+    report.event("start", task=TASK, arch=cfg.arch, params=params, vocab=mcfg.src_vocab, step=s["step"],
+                 world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
+
+    t0 = time.monotonic()
+    elapsed = lambda: s["elapsed"] + time.monotonic() - t0  # noqa: E731
+
+    def save_state() -> None:
+        if rt.is_main:
+            ckpt.save_state(state_file, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                         "rng": rng_state(), "text": pipe.to_meta(), "config": asdict(cfg),
+                                         "progress": {**s, "elapsed": elapsed()}})
+
+    def run_eval() -> bool:
+        """Evaluate, save the best model and a snapshot; True when early stopping says stop."""
+        m = evaluate(unwrap(model), pipe, valid, refs, rt.device)
+        improved = m["bleu"] > s["best"]
+        s["best"] = max(s["best"], m["bleu"])
+        s["bad"] = 0 if improved else s["bad"] + 1
+        s["history"].append({"step": s["step"], "epoch": s["epoch"], **{k: m[k] for k in ("bleu", "bleu_lc_tok", "val_loss")}})
+        report.metrics("eval", step=s["step"], epoch=s["epoch"], val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"],
+                       val_loss=round(m["val_loss"], 4), best=s["best"])
+        report.info(f"sample: {m['sample'][:200]}")
+        if rt.is_main:
+            meta = model_meta(cfg, mcfg, pipe, s, m, elapsed(), params)
+            if improved:
+                save(model_path, unwrap(model).state_dict(), meta, cfg.save_dtype)
+            if cfg.average_last > 1:
+                snap = snap_dir / f"step-{s['step']}.safetensors"
+                ckpt.save_model(snap, unwrap(model).state_dict(), meta)
+                s["snapshots"] = (s["snapshots"] + [str(snap)])[-cfg.average_last :]
+                for old in snap_dir.glob("step-*.safetensors"):
+                    if str(old) not in s["snapshots"]:
+                        old.unlink(missing_ok=True)
+        save_state()
+        return bool(cfg.patience) and s["bad"] >= cfg.patience
+
+    interrupted = stopped = False
+    with report.progress(None, "translate-train") as update:
+        while s["epoch"] < cfg.epochs and not stopped:
+            batches = D.token_batches(lengths, cfg.max_tokens, cfg.seed, s["epoch"])
+            per_rank = len(batches) // rt.world_size or 1
+            mine = batches[rt.rank :: rt.world_size][:per_rank]
+            while s["batch"] < len(mine):
+                lr = inverse_sqrt(s["step"], cfg.lr, cfg.warmup)
+                set_lr(optimizer, lr)
+                batch = D.collate(train_set, mine[s["batch"]], rt.device)
+                with rt.autocast():
+                    loss, ntok = loss_fn(model, batch, cfg.label_smoothing)
+                optimizer_step(loss, optimizer, rt.scaler, clip=cfg.clip)
+                s["step"] += 1
+                s["batch"] += 1
+                s["tokens"] += ntok * rt.world_size
+                update(1, epoch=s["epoch"] + s["batch"] / len(mine), loss=loss.item(), lr=lr)
+                report.event("step", step=s["step"], loss=loss.item(), lr=lr)
+                if stop.poll(s["step"]):
+                    interrupted = True
+                    break
+                if cfg.max_time and elapsed() > cfg.max_time:
+                    report.info(f"--max-time reached after step {s['step']}")
+                    stopped = True
+                    break
+                if cfg.eval_every and s["step"] % cfg.eval_every == 0 and run_eval():
+                    stopped = True
+                    break
+            if interrupted:
+                break
+            if s["batch"] >= len(mine):
+                s["epoch"] += 1
+                s["batch"] = 0
+                if not cfg.eval_every and run_eval():
+                    report.info(f"early stopping: no better validation BLEU in {cfg.patience} evaluations")
+                    stopped = True
+    if interrupted:
+        save_state()
+        raise Interrupted(f"interrupted at step {s['step']}; state saved to '{state_file}', continue with --resume")
+    if stopped and (not s["history"] or s["history"][-1]["step"] != s["step"]):
+        run_eval()
+    if rt.is_main and len(s["snapshots"]) > 1:
+        finish_average(cfg, mcfg, pipe, valid, refs, s, params, rt, report, model_path, elapsed())
+    seconds = time.monotonic() - t0
+    return TrainResult(str(model_path), s["step"], s["epoch"], s["best"], seconds, s["tokens"] / max(elapsed(), 1e-9), params, s["history"])
+
+
+def finish_average(cfg, mcfg, pipe, valid, refs, s, params, rt, report, model_path, seconds) -> None:
+    """Average the last snapshots; keep the average when its validation BLEU is at least the best's."""
+    paths = [Path(p) for p in s["snapshots"] if Path(p).exists()]
+    avg = average_files(paths)
+    model = build_model(mcfg).to(rt.device)
+    model.load_state_dict(avg)
+    m = evaluate(model, pipe, valid, refs, rt.device)
+    report.metrics("average", checkpoints=len(paths), val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"], best=s["best"])
+    if m["bleu"] >= s["best"]:
+        s["best"] = m["bleu"]
+        meta = model_meta(cfg, mcfg, pipe, s, m, seconds, params)
+        meta["training"]["averaged_checkpoints"] = len(paths)
+        save(model_path, model.state_dict(), meta, cfg.save_dtype)
+
+
+def save(path: Path, state_dict: dict, meta: dict, save_dtype: str) -> None:
+    ckpt.save_model(path, state_dict, meta, dtype=torch.float16 if save_dtype == "fp16" else None)
+
+
+def model_meta(cfg: TrainConfig, mcfg: Seq2SeqConfig, pipe: D.TextPipeline, s: dict, m: dict, seconds: float,
+               params: int) -> dict:
+    data = cfg.data or cfg.tsv or cfg.src
+    return {
+        "task": TASK,
+        "arch": mcfg.arch,
+        "config": asdict(mcfg),
+        "text": pipe.to_meta(),
+        "training": {"data": Path(data).name if data else None, "steps": s["step"], "epochs": s["epoch"],
+                     "seconds": round(seconds, 1), "params": params, "recipe": asdict(cfg)},
+        "metrics": {"val_bleu": m["bleu"], "val_bleu_lc_tok": m["bleu_lc_tok"], "val_loss": round(m["val_loss"], 4)},
+        "headline": f"val BLEU {m['bleu']:.1f} (sacreBLEU, greedy), lc tok {m['bleu_lc_tok']:.1f}",
+    }

@@ -1,0 +1,97 @@
+import io
+import json
+
+import pytest
+
+from dlkit.core.errors import DataError, OutputError
+from dlkit.core.io import check_text_file, ensure_can_write, iter_input_lines, load_image, text_files
+from dlkit.core.report import Reporter
+
+
+def test_plain_mode_writes_people_lines_to_stderr_only():
+    err, out = io.StringIO(), io.StringIO()
+    r = Reporter(stderr=err, stdout=out, rich=False)
+    r.info("hello")
+    r.warn("careful")
+    r.metrics("eval", step=3, loss=1.23456)
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == ["hello", "warning: careful", "eval: step 3 | loss 1.235"]
+
+
+def test_json_mode_events_on_stdout_and_quiet_silences_stderr():
+    err, out = io.StringIO(), io.StringIO()
+    r = Reporter(quiet=True, json_mode=True, stderr=err, stdout=out)
+    r.info("hidden")
+    r.metrics("eval", step=1, loss=2.0)
+    assert err.getvalue() == ""
+    assert json.loads(out.getvalue()) == {"event": "eval", "step": 1, "loss": 2.0}
+
+
+def test_plain_progress_is_throttled_by_clock():
+    err = io.StringIO()
+    now = [0.0]
+    r = Reporter(stderr=err, rich=False, clock=lambda: now[0], plain_interval=10)
+    with r.progress(5, "work") as update:
+        for _ in range(4):
+            now[0] += 3
+            update(1, loss=1.0)
+        update(1)
+    lines = err.getvalue().splitlines()
+    assert lines == ["work 4/5 | loss 1", "work 5/5"]
+
+
+def test_non_main_rank_is_silent(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    err, out = io.StringIO(), io.StringIO()
+    r = Reporter(json_mode=True, stderr=err, stdout=out)
+    r.info("x"), r.warn("y"), r.event("e")
+    assert err.getvalue() == out.getvalue() == ""
+
+
+def test_text_file_guards(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        check_text_file(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        check_text_file(tmp_path / "empty.txt")
+    (tmp_path / "bin.txt").write_bytes(b"abc\x00\x01\x02")
+    with pytest.raises(DataError, match="binary"):
+        check_text_file(tmp_path / "bin.txt")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait, tr\xe8s bien".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        check_text_file(tmp_path / "latin.txt")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match="no text files"):
+        text_files(tmp_path / "d")
+
+
+def test_stdin_lines_replace_bad_bytes_with_one_warning():
+    warnings = []
+    lines = list(iter_input_lines(None, io.BytesIO(b"ok\n\xff bad\n\nlast"), warnings.append))
+    assert lines == ["ok", "\ufffd bad", "", "last"]
+    assert len(warnings) == 1
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    f = tmp_path / "a.png"
+    f.write_bytes(b"x")
+    with pytest.raises(OutputError, match="--overwrite"):
+        ensure_can_write(f, [f])
+    assert ensure_can_write(f, [f], overwrite=True) == f
+
+
+def test_image_guards(tmp_path):
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        load_image(tmp_path / "zero.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(DataError, match="not an image"):
+        load_image(tmp_path / "text.png")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="damaged or truncated|not an image"):
+        load_image(tmp_path / "cut.png")
+    assert load_image(tmp_path / "ok.png").size == (64, 64)

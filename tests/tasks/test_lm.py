@@ -1,0 +1,298 @@
+"""Language modelling: model contract, learning, checkpoints and resume, sampling, CLI, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlkit.core.errors import Interrupted
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import make_runtime
+from dlkit.tasks.lm.data import CharTokenizer, make_text, prepare_corpus
+from dlkit.tasks.lm.infer import filter_logits, generate
+from dlkit.tasks.lm.model import GPT, preset
+from dlkit.tasks.lm.train import TrainConfig, load_lm, train
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(make_text(12_000))
+    return p
+
+
+def _cfg(corpus_file, out, **kw):
+    base = dict(data=str(corpus_file), out=str(out), preset="tiny", steps=30, batch_size=8, eval_every=10,
+                eval_iters=2, sample_tokens=0, warmup=5, lr=3e-3, seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _quiet():
+    return Reporter(quiet=True)
+
+
+# ------------------------------------------------------------------ 1. model contract
+def test_model_shapes_gradients_and_determinism():
+    cfg = preset("tiny", vocab_size=11)
+    torch.manual_seed(0)
+    m = GPT(cfg)
+    x = torch.randint(11, (3, 16))
+    logits, loss = m(x, x)
+    assert logits.shape == (3, 16, 11) and loss.ndim == 0
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    assert m.lm_head.weight is m.wte.weight  # tied
+    torch.manual_seed(0)
+    m2 = GPT(cfg)
+    assert torch.equal(m2(x), m(x))
+
+
+def test_causality_future_tokens_do_not_change_the_past():
+    torch.manual_seed(0)
+    m = GPT(preset("tiny", vocab_size=7)).eval()
+    a = torch.randint(7, (1, 12))
+    b = a.clone()
+    b[0, 8:] = (b[0, 8:] + 1) % 7
+    assert torch.allclose(m(a)[0, :8], m(b)[0, :8], atol=1e-6)
+    assert not torch.allclose(m(a)[0, 8:], m(b)[0, 8:])
+
+
+def test_kv_cache_matches_full_recompute():
+    torch.manual_seed(0)
+    m = GPT(preset("tiny", vocab_size=9)).eval()
+    prompt = torch.randint(9, (2, 5))
+    runs = []
+    for cache in (True, False):
+        g = torch.Generator().manual_seed(4)
+        runs.append(torch.stack(list(generate(m, prompt, 60, 1.0, None, None, g, use_cache=cache)), 1))
+    # the first block_size-5 tokens are computed identically; past the window the cache slides by half
+    n = m.cfg.block_size - prompt.size(1)
+    assert torch.equal(runs[0][:, :n], runs[1][:, :n])
+    assert runs[0].shape == (2, 60)
+
+
+def test_top_k_and_top_p_filtering():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    p = filter_logits(logits, 1.0, 2, None)
+    assert (p[0, 2:] == 0).all() and p.sum() == pytest.approx(1.0)
+    p = filter_logits(logits, 1.0, None, 0.5)  # the top token alone holds ~64% of the mass
+    assert p[0, 0] == pytest.approx(1.0)
+    cold = filter_logits(logits, 0.1, None, None)
+    assert cold[0, 0] > 0.99
+
+
+def test_char_tokenizer_round_trip_and_unknown():
+    tok = CharTokenizer("hello world")
+    assert tok.decode(tok.encode("low hell")) == "low hell"
+    assert tok.unknown("hey!") == ["!", "y"]
+
+
+# ------------------------------------------------------------------ 2. learning
+def test_training_learns_the_toy_grammar(tmp_path, corpus_file):
+    rt = make_runtime("cpu", "fp32", seed=1, distributed=False)
+    result = train(_cfg(corpus_file, tmp_path / "run", steps=150, eval_every=50, eval_iters=4), rt, _quiet())
+    # uniform over ~25 characters is ln(25) ~ 3.2 nats; the grammar is far more predictable
+    assert result.best_val_loss < 1.3
+    model, tok, meta = load_lm(result.model_path)
+    assert meta["metrics"]["val_loss"] < 1.4 and meta["headline"].startswith("val loss")
+
+
+def test_bpe_tokenizer_corpus(tmp_path, corpus_file):
+    corpus = prepare_corpus(corpus_file, tmp_path, "bpe", vocab_size=300)
+    assert 256 < corpus.tokenizer.vocab_size <= 300
+    text = corpus_file.read_text()
+    assert corpus.tokenizer.decode(corpus.tokenizer.encode(text[:500])) == text[:500]
+    assert len(corpus.train) + len(corpus.val) < len(text) / 2  # merges compress the repetitive text
+
+
+def test_memmapped_corpus_is_reused_and_split_90_10(tmp_path, corpus_file):
+    c = prepare_corpus(corpus_file, tmp_path, "char")
+    assert len(c.val) == pytest.approx(0.1 * 12_000, abs=2)
+    assert isinstance(c.train, __import__("numpy").memmap)
+    mtime = (tmp_path / "tokens.bin").stat().st_mtime_ns
+    prepare_corpus(corpus_file, tmp_path, "char", tokenizer_meta=c.tokenizer.to_meta())
+    assert (tmp_path / "tokens.bin").stat().st_mtime_ns == mtime
+
+
+# ------------------------------------------------------------------ 3. checkpoints and resume
+class StopAt(StopSignal):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def poll(self, step):
+        return step == self.step
+
+
+def _weights(run_dir):
+    from dlkit.core.checkpoint import load_state
+
+    return load_state(Path(run_dir) / "model.state.pt")["model"]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, corpus_file):
+    kw = dict(steps=24, dropout=0.1)
+    train(_cfg(corpus_file, tmp_path / "a", **kw), make_runtime("cpu", "fp32", 1, False), _quiet())
+    with pytest.raises(Interrupted, match="--resume"):
+        train(_cfg(corpus_file, tmp_path / "b", **kw), make_runtime("cpu", "fp32", 1, False), _quiet(), StopAt(13))
+    torch.manual_seed(999)  # a resumed process starts with other RNG state
+    train(_cfg(corpus_file, tmp_path / "b", resume=True, **kw), make_runtime("cpu", "fp32", 1, False), _quiet())
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_saved_model_reproduces_outputs(tmp_path, corpus_file):
+    res = train(_cfg(corpus_file, tmp_path / "r", steps=10, eval_every=10), make_runtime("cpu", "fp32", 1, False), _quiet())
+    m1, tok, _ = load_lm(res.model_path)
+    m2, _, _ = load_lm(res.model_path)
+    x = torch.from_numpy(tok.encode("the cat"))[None]
+    assert torch.equal(m1(x), m2(x))
+
+
+# ------------------------------------------------------------------ 4. CLI
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lm")
+    (d / "c.txt").write_text(make_text(6000))
+    res = train(_cfg(d / "c.txt", d / "run", steps=20), make_runtime("cpu", "fp32", 1, False), _quiet())
+    return Path(res.model_path)
+
+
+def test_cli_train_stdout_has_only_the_model_path(invoke, tmp_path, corpus_file):
+    r = invoke("lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 12, "--eval-every", 6,
+               "--eval-iters", 2, "--out", tmp_path / "o", "--batch-size", 4, "--sample-tokens", 10)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "o" / "model.safetensors")
+    assert "eval: step 6" in r.stderr and "sample:" in r.stderr
+
+
+def test_cli_train_json_events(invoke, tmp_path, corpus_file):
+    r = invoke("lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 6, "--eval-every", 3,
+               "--eval-iters", 1, "--out", tmp_path / "o", "--json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "result" and kinds.count("step") == 6 and "eval" in kinds
+    assert r.stderr == ""
+
+
+def test_cli_sample_streams_and_json(invoke, trained):
+    r = invoke("lm-sample", "--model", trained, "--prompt", "the", "-n", 30, "--seed", 3)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("the") and len(r.stdout) >= 30
+    r2 = invoke("lm-sample", "--model", trained, "--prompt", "the", "-n", 30, "--seed", 3)
+    assert r2.stdout == r.stdout  # same seed, same text
+    r = invoke("lm-sample", "--model", trained, "-n", 12, "--num-samples", 2, "--json")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["sample"] for x in rows] == [0, 1] and all(x["new_tokens"] == 12 for x in rows)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "0"], "--temperature must be greater than 0"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--prompt", "ZZZ§"], "does not know"),
+        (["--max-new-tokens", "-1"], "must not be negative"),
+    ],
+)
+def test_cli_sample_bad_input(invoke, trained, args, message):
+    r = invoke("lm-sample", "--model", trained, *args)
+    assert r.exit_code != 0
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_bad_models(invoke, tmp_path):
+    from dlkit.core.checkpoint import save_model
+
+    save_model(tmp_path / "gan.safetensors", {"w": torch.zeros(1)}, {"task": "gan"})
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
+    torch.save({"a": 1}, tmp_path / "pickle.pt")
+    for spec, msg in [(tmp_path / "gan.safetensors", "'gan' model"), (tmp_path / "junk.safetensors", "not a valid"),
+                      (tmp_path / "pickle.pt", "pickle"), (tmp_path / "missing.safetensors", "does not exist"),
+                      ("no-such-model", "no model named")]:
+        r = invoke("lm-sample", "--model", spec)
+        assert r.exit_code == 1, (spec, r.stderr)
+        assert msg in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        (None, [], "does not exist"),
+        (b"", [], "is empty"),
+        (b"\x00\x01\x02binary", [], "looks binary"),
+        ("d\xe9j\xe0 vu".encode("latin-1") * 10, [], "not UTF-8"),
+        (b"short text", [], "fewer than one context window"),
+        (b"abc " * 2000, ["--steps", "-3"], "--steps must be at least 1"),
+    ],
+)
+def test_cli_train_bad_data(invoke, tmp_path, content, extra, message):
+    data = tmp_path / "d.txt"
+    if content is not None:
+        data.write_bytes(content)
+    r = invoke("lm-train", "--data", data, "--preset", "tiny", "--out", tmp_path / "o", *extra)
+    assert r.exit_code != 0 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_unwritable_output(invoke, tmp_path, corpus_file):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke("lm-train", "--data", corpus_file, "--out", blocker / "sub")
+    assert r.exit_code == 1 and "cannot create output folder" in r.stderr
+
+
+# ------------------------------------------------------------------ signals and DDP (subprocesses)
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_sigterm_saves_state_exits_130_and_resume_finishes(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dlkit", "lm-train", "--data", str(corpus_file), "--preset", "tiny", "--steps",
+           "100000", "--eval-every", "100000", "--out", str(out), "--device", "cpu"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    state = out / "model.state.pt"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "tokens.json").exists():
+        time.sleep(0.2)
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err.decode()
+    assert state.exists() and "--resume" in err.decode() and b"Traceback" not in err
+    from dlkit.core.checkpoint import load_state
+
+    step = load_state(state)["step"]
+    assert step > 0
+    r = subprocess.run(cmd[:9] + [str(step + 3)] + cmd[10:] + ["--resume"], capture_output=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    assert f"resuming at step {step}" in r.stderr.decode()
+    assert load_state(state)["step"] == step + 3
+
+
+def test_ddp_two_processes_match_one_with_same_global_batch(tmp_path, corpus_file):
+    common = ["--data", str(corpus_file), "--preset", "tiny", "--steps", "8", "--eval-every", "4", "--eval-iters",
+              "1", "--sample-tokens", "0", "--device", "cpu", "--dropout", "0", "--seed", "5"]
+    one = subprocess.run([sys.executable, "-m", "dlkit", "lm-train", *common, "--batch-size", "8", "--out",
+                          str(tmp_path / "one")], capture_output=True, env=_env(), timeout=120)
+    assert one.returncode == 0, one.stderr.decode()
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "dlkit", "lm-train", *common, "--batch-size", "4", "--out", str(tmp_path / "two")],
+                         capture_output=True, env=_env(), timeout=180)
+    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    assert two.stdout.decode().count("model.safetensors") == 1  # rank 0 alone prints the result
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
