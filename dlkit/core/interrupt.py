@@ -13,6 +13,9 @@ class StopSignal:
     def __init__(self) -> None:
         self._requested = False
         self.signum: int | None = None
+        # Until the loop first polls (so there is a state worth saving), a signal interrupts at once:
+        # Ctrl-C during data preparation must not wait for the first step.
+        self.armed = False
 
     @property
     def requested(self) -> bool:
@@ -24,6 +27,7 @@ class StopSignal:
 
     def poll(self, step: int) -> bool:
         """Called once per optimizer step; tests override it to stop at a chosen step."""
+        self.armed = True
         return self.requested
 
 
@@ -36,7 +40,7 @@ def catch_signals(stop: StopSignal):
     old = {}
 
     def handler(signum, frame):
-        if stop.requested and signum == signal.SIGINT:
+        if not stop.armed or (stop.requested and signum == signal.SIGINT):
             raise KeyboardInterrupt
         stop.request(signum)
 

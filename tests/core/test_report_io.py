@@ -95,3 +95,28 @@ def test_image_guards(tmp_path):
     with pytest.raises(DataError, match="damaged or truncated|not an image"):
         load_image(tmp_path / "cut.png")
     assert load_image(tmp_path / "ok.png").size == (64, 64)
+
+
+def test_rich_mode_draws_progress_on_stderr_not_stdout():
+    err, out = io.StringIO(), io.StringIO()
+    r = Reporter(stderr=err, stdout=out, rich=True)
+    with r.progress(3, "train") as update:
+        for _ in range(3):
+            update(1, loss=0.5)
+    r.info("done")
+    assert out.getvalue() == ""
+    assert "train" in err.getvalue() and "done" in err.getvalue()
+
+
+def test_signal_before_the_first_step_interrupts_at_once_then_is_deferred():
+    import os
+    import signal
+
+    from dlkit.core.interrupt import StopSignal, catch_signals
+
+    with catch_signals(StopSignal()) as stop:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # still preparing: nothing to save yet
+        assert stop.poll(1) is False  # the loop has started
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.poll(2) is True and stop.signum == signal.SIGTERM

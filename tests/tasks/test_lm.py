@@ -262,12 +262,11 @@ def test_sigterm_saves_state_exits_130_and_resume_finishes(tmp_path, corpus_file
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dlkit", "lm-train", "--data", str(corpus_file), "--preset", "tiny", "--steps",
            "100000", "--eval-every", "100000", "--out", str(out), "--device", "cpu"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    p = subprocess.Popen(cmd + ["--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     state = out / "model.state.pt"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / "tokens.json").exists():
-        time.sleep(0.2)
-    time.sleep(2)
+    for line in p.stdout:  # wait until the loop runs (a signal before that interrupts without saving)
+        if b'"event": "step"' in line:
+            break
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err.decode()
@@ -296,3 +295,35 @@ def test_ddp_two_processes_match_one_with_same_global_batch(tmp_path, corpus_fil
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_cli_cuda_out_of_memory_suggests_smaller_batch(invoke, tmp_path, corpus_file, monkeypatch):
+    import dlkit.tasks.lm.train as lm_train
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(lm_train, "train", oom)
+    r = invoke("lm-train", "--data", corpus_file, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "smaller --batch-size" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_training_step_and_sampling(tmp_path, corpus_file):
+    rt = make_runtime("cuda", "auto", seed=0, distributed=False)
+    assert rt.precision in ("bf16", "fp16")
+    res = train(_cfg(corpus_file, tmp_path / "g", steps=40, eval_every=20), rt, _quiet())
+    assert res.best_val_loss < 3.0
+    model, tok, _ = load_lm(res.model_path)
+    model.cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    out = list(generate(model, torch.zeros(1, 1, dtype=torch.long, device="cuda"), 20, 1.0, 5, None, g))
+    assert len(out) == 20
+
+
+def test_sample_into_a_closed_pipe_ends_quietly(trained):
+    # `dlkit lm-sample ... | head -c 10`: head leaves early; dlkit stops without a BrokenPipe traceback
+    cmd = f"{sys.executable} -m dlkit lm-sample --model {trained} -n 20000 | head -c 10"
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120, env=_env())
+    assert len(r.stdout) == 10
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and "error" not in r.stderr

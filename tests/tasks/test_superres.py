@@ -24,6 +24,15 @@ from dlkit.tasks.superres.train import TrainConfig, train
 TINY = dict(n_blocks=2, channels=16, bn=False, kernel=3)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convs are fastest (and timings steadiest on a shared CPU) with one intra-op thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def quiet():
     return Reporter(quiet=True)
 
@@ -230,7 +239,7 @@ def cli_model(tmp_path_factory):
 
 def test_cli_train_end_to_end(invoke, hr_dir, tmp_path):
     r = invoke("superres-train", "--data", hr_dir, "--preset", "tiny", "--scale", "2", "--patch", "12", "--batch-size",
-               "2", "--steps", "4", "--eval-every", "2", "--val-split", "1", "--out", tmp_path / "run", "--json",
+               "2", "--steps", "4", "--eval-every", "2", "--val", hr_dir, "--out", tmp_path / "run", "--json",
                "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
@@ -271,6 +280,13 @@ def test_cli_upscale_file_folder_and_bad_inputs(invoke, cli_model, tmp_path):
     # a single bad file: its own one-line error
     r = invoke("superres", src / "empty.jpg", "-o", tmp_path / "e.png", "-m", cli_model)
     assert r.exit_code == 1 and "empty" in r.stderr
+    # a model of another task, a missing model
+    other = tmp_path / "lm.safetensors"
+    save_model(other, {"w": torch.zeros(1)}, {"task": "lm", "config": {}})
+    r = invoke("superres", src / "a.png", "-o", tmp_path / "l.png", "-m", other)
+    assert r.exit_code == 1 and "'lm' model" in r.stderr and "Traceback" not in r.stderr
+    r = invoke("superres", src / "a.png", "-o", tmp_path / "l.png", "-m", "no-such-model")
+    assert r.exit_code == 1 and "no-such-model" in r.stderr
 
 
 def test_cli_eval_table_json_and_compare(invoke, cli_model, tmp_path):
@@ -300,3 +316,19 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_ddp_two_processes_on_cpu(hr_dir, tmp_path):
+    """torchrun with 2 gloo processes: rank-0 logging and saving, each rank its own patches."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
+           "superres-train", "--data", str(hr_dir), "--preset", "tiny", "--scale", "2", "--patch", "12",
+           "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--val-split", "1", "--out", str(tmp_path / "ddp"),
+           "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str(tmp_path / "ddp" / "model.safetensors")
+    assert r.stderr.count("2 processes") == 1  # only rank 0 talks
+    assert (tmp_path / "ddp" / "model.safetensors").exists()

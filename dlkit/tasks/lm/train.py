@@ -185,9 +185,10 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                         _, loss = fwd(x, y)
                     optimizer_step(loss / cfg.grad_accum, optimizer, rt.scaler, clip=cfg.clip, step=last)
             loss_val = loss.item()
+            stopping = stop.poll(step + 1)
             update(1, loss=loss_val)
             report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
-            if stop.poll(step + 1):
+            if stopping:
                 interrupted = True
                 step += 1
                 break

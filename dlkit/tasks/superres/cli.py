@@ -51,7 +51,7 @@ def superres_train(
     """Train a super-resolution model (SRResNet or SRGAN) on HR images.
 
     LR inputs are made with MATLAB-compatible bicubic downsampling; patches are flipped and rotated.
-    The best model by validation PSNR goes to OUT/model.safetensors; OUT/model.state.pt lets --resume
+    The best model by validation PSNR (for srgan: the latest) goes to OUT/model.safetensors; OUT/model.state.pt lets --resume
     continue exactly. Ctrl-C saves the state and exits with code 130.
 
     Examples:
@@ -167,41 +167,42 @@ def superres(
     names = model or ([DEFAULT_MODEL] if eval_dir is None or _have(DEFAULT_MODEL) else ["bicubic"])
     if eval_dir is None and len(names) > 1:
         raise UsageError("give one --model to upscale with (several are for --eval)")
-    loaded = {}
-    for n in names:
-        if n == "bicubic":
-            continue
-        m, meta = infer.load_model(n, rt.device)
-        s = infer.check_scale(meta, scale)
-        loaded[meta["name"]] = (m, s)
-    scales = {s for _, s in loaded.values()}
-    if len(scales) > 1:
-        raise UsageError(f"the models have different scales ({sorted(scales)}); compare models of one scale")
-    scale = scales.pop() if scales else (scale or 4)
-
+    nets, scale = infer.load_models(names, scale, rt.device)
     if eval_dir is not None:
-        images = infer.benchmark_images(eval_dir)
-        with report.progress(len(images), "superres --eval") as update:
-            res = infer.evaluate(images, scale, {k: m for k, (m, _) in loaded.items()}, tile, rt.device, update)
-        if json_out:
-            typer.echo(json.dumps({"dataset": eval_dir.name, "scale": scale, "images": res.images,
-                                   "protocol": "Y BT.601, shave=scale, MATLAB bicubic, uint8", "results": res.rows,
-                                   "per_image": res.per_image}))
-        else:
-            typer.echo(_table(eval_dir.name, res))
-        return
+        _evaluate(eval_dir, nets, scale, tile, rt, report, json_out)
+    elif compare is not None:
+        name, net = next(iter(nets.items()), ("bicubic", None))
+        result = infer.compare(net, name, scale, compare, inputs[0] if inputs else None, hr, tile, rt.device, report.warn)
+        for k, v in result["metrics"].items():
+            report.info(f"{k}: {v['psnr']:.2f} dB / {v['ssim']:.4f} (Y, x{scale})")
+        typer.echo(json.dumps(result) if json_out else result["panel"])
+    else:
+        _upscale(inputs, out, nets, scale, tile, overlap, overwrite, rt, report, json_out)
 
-    only = next(iter(loaded.items()), (None, (None, scale)))
-    mname, (net, _) = only[0] or "bicubic", only[1]
-    if compare is not None:
-        result = infer.compare(net, mname, scale, compare, inputs[0] if inputs else None, hr, tile, rt.device, report.warn)
-        if json_out:
-            typer.echo(json.dumps(result))
-        else:
-            for k, v in result["metrics"].items():
-                report.info(f"{k}: {v['psnr']:.2f} dB / {v['ssim']:.4f} (Y, x{scale})")
-            typer.echo(result["panel"])
-        return
+
+def _evaluate(eval_dir: Path, nets: dict, scale: int, tile: int, rt, report, json_out: bool) -> None:
+    import json
+
+    from dlkit.tasks.superres import infer
+
+    images = infer.benchmark_images(eval_dir, report.warn)
+    with report.progress(len(images), "superres --eval") as update:
+        res = infer.evaluate(images, scale, nets, tile, rt.device, update)
+    if json_out:
+        typer.echo(json.dumps({"dataset": eval_dir.name, "scale": scale, "images": res.images,
+                               "protocol": "Y BT.601, shave=scale, MATLAB bicubic, uint8", "results": res.rows,
+                               "per_image": res.per_image}))
+    else:
+        typer.echo(_table(eval_dir.name, res))
+
+
+def _upscale(inputs, out, nets: dict, scale: int, tile: int, overlap: int, overwrite: bool, rt, report, json_out: bool) -> None:
+    import json
+
+    from dlkit.core.errors import DataError
+    from dlkit.tasks.superres import infer
+
+    name, net = next(iter(nets.items()), ("bicubic", None))
 
     def show(r) -> None:
         if r.error:
@@ -212,13 +213,11 @@ def superres(
         else:
             typer.echo(r.output)
 
-    report.info(f"superres: x{scale} with {mname}" + (f", tiles of {tile} px" if tile else ""))
+    report.info(f"superres: x{scale} with {name}" + (f", tiles of {tile} px" if tile else ""))
     results = infer.upscale_files(inputs, out, net, scale, tile, overlap, rt.device, overwrite, report.warn, show,
                                   rt.autocast)
     bad = [r for r in results if r.error]
     if bad:
-        from dlkit.core.errors import DataError
-
         raise DataError(f"{len(bad)} of {len(results)} images failed (see the warnings above)")
 
 

@@ -146,7 +146,8 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) float -> (H, W, 3) uint8, clamped and rounded (results are measured quantised)."""
     if t.dim() == 4:
         t = t[0]
-    return t.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    t = t.detach().float().clamp(0, 1)  # one copy; the rest in place (a 4096x4096 output is 200 MB per copy)
+    return t.mul_(255).round_().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def block_images(n: int, size: int = 64, seed: int = 0, rects: int = 12, grid: int = 4) -> list[tuple[str, np.ndarray]]:

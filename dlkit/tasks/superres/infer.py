@@ -41,6 +41,20 @@ def check_scale(meta: dict, scale: int | None) -> int:
     return trained
 
 
+def load_models(names: list[str], scale: int | None, device="cpu") -> tuple[dict[str, SRResNet], int]:
+    """Load each model (``bicubic`` needs none) and check that all have ``scale`` (or one scale between them)."""
+    nets, scales = {}, set()
+    for n in names:
+        if n == "bicubic":
+            continue
+        m, meta = load_model(n, device)
+        scales.add(check_scale(meta, scale))
+        nets[meta["name"]] = m
+    if len(scales) > 1:
+        raise UsageError(f"the models have different scales ({sorted(scales)}); compare models of one scale")
+    return nets, scales.pop() if scales else (scale or 4)
+
+
 @torch.no_grad()
 def _run(model: torch.nn.Module, lr: torch.Tensor, autocast) -> torch.Tensor:
     with autocast():
@@ -99,13 +113,14 @@ class EvalResult:
     images: int = 0
 
 
-def benchmark_images(folder: str | Path) -> list[tuple[str, np.ndarray]]:
+def benchmark_images(folder: str | Path, warn=None) -> list[tuple[str, np.ndarray]]:
+    """The HR images of a benchmark folder; unreadable files are skipped with a warning (the count is printed)."""
     from dlkit.tasks.superres.data import read_hr_images
 
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--eval expects a folder of HR images; '{folder}' is not a folder")
-    return read_hr_images(folder)
+    return read_hr_images(folder, warn=warn)
 
 
 def evaluate(images: list[tuple[str, np.ndarray]], scale: int, models: dict[str, torch.nn.Module] | None = None,

@@ -2,7 +2,7 @@
 
 Each rank draws its own patches from a generator seeded by (seed, rank, step), so DDP shards the data and a
 resumed run draws exactly the batches an uninterrupted one would. Validation is PSNR (Y, ``scale`` px shaved)
-on held-out images, measured by rank 0; the best generator is written to OUT/model.safetensors.
+on held-out images, measured by rank 0; the best SRResNet (the latest SRGAN) goes to OUT/model.safetensors.
 """
 
 from __future__ import annotations
@@ -124,6 +124,57 @@ def pixel_loss(kind: str):
     return F.l1_loss if kind == "l1" else F.mse_loss
 
 
+@dataclass
+class Nets:
+    """What :func:`build` makes: networks (wrapped for DDP), optimizers, content loss and data."""
+
+    gen: torch.nn.Module
+    disc: torch.nn.Module | None
+    content: ContentLoss | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    mcfg: SRConfig
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    init_meta: dict | None
+
+    @property
+    def gan(self) -> bool:
+        return self.disc is not None
+
+
+def build(cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None) -> Nets:
+    """Generator (from --init or fresh), discriminator and content loss for srgan, optimizers; restored from
+    ``state`` when resuming (weights before the DDP wrap, optimizers and RNG after it)."""
+    init_state, init_meta = (None, None)
+    if cfg.init:
+        from dlkit.core.zoo import resolve_model
+
+        init_state, init_meta = ckpt.load_model_file(resolve_model(cfg.init, TASK), TASK)
+    mcfg = model_config(cfg, init_meta)
+    train_pairs, val_pairs = load_data(cfg, report)
+    gen = build_model(mcfg)
+    if init_state is not None:
+        gen.load_state_dict({k: v.float() for k, v in init_state.items()})
+    gan = cfg.arch == "srgan"
+    disc = Discriminator() if gan else None
+    content = make_content_loss(cfg.content, cfg.vgg_weights, rt.device, report) if gan else None
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr or cfg.lr, betas=(0.9, 0.999)) if gan else None
+    if state is not None:
+        gen.load_state_dict(state["model"])
+        if gan:
+            disc.load_state_dict(state["disc"])
+    gen = rt.wrap(gen)
+    disc = rt.wrap(disc) if gan else None
+    if state is not None:
+        opt_g.load_state_dict(state["optimizer"])
+        if gan:
+            opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+    return Nets(gen, disc, content, opt_g, opt_d, mcfg, train_pairs, val_pairs, init_meta)
+
+
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     """Train a generator (and, for ``srgan``, a discriminator); returns where the best model went."""
     stop = stop or StopSignal()
@@ -134,37 +185,13 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     state_file = ckpt.state_path(model_path)
     state = ckpt.load_state(state_file) if cfg.resume else None
 
-    init_state, init_meta = (None, None)
-    if cfg.init:
-        from dlkit.core.zoo import resolve_model
-
-        init_state, init_meta = ckpt.load_model_file(resolve_model(cfg.init, TASK), TASK)
-    mcfg = model_config(cfg, init_meta)
-    train_pairs, val_pairs = load_data(cfg, report)
+    nets = build(cfg, rt, report, state)
+    gen, disc, content, opt_g, opt_d, mcfg, gan = nets.gen, nets.disc, nets.content, nets.opt_g, nets.opt_d, nets.mcfg, nets.gan
+    train_pairs, val_pairs, init_meta = nets.train_pairs, nets.val_pairs, nets.init_meta
     sampler = PatchSampler(train_pairs, cfg.scale, cfg.patch, cfg.batch_size, cfg.seed, rt.rank)
-
-    gen = build_model(mcfg)
-    if init_state is not None:
-        gen.load_state_dict({k: v.float() for k, v in init_state.items()})
-    gan = cfg.arch == "srgan"
-    disc = Discriminator() if gan else None
-    content: ContentLoss | None = make_content_loss(cfg.content, cfg.vgg_weights, rt.device, report) if gan else None
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr or cfg.lr, betas=(0.9, 0.999)) if gan else None
-
     start, best, elapsed, history = 0, -math.inf, 0.0, []
     if state is not None:
-        gen.load_state_dict(state["model"])
-        if gan:
-            disc.load_state_dict(state["disc"])
         start, best, elapsed, history = state["step"], state["best_val"], state["elapsed"], state["history"]
-    gen = rt.wrap(gen)
-    disc = rt.wrap(disc) if gan else None
-    if state is not None:
-        opt_g.load_state_dict(state["optimizer"])
-        if gan:
-            opt_d.load_state_dict(state["opt_d"])
-        set_rng_state(state["rng"])
 
     n_params = sum(p.numel() for p in unwrap(gen).parameters())
     report.info(f"superres-train: {cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
@@ -203,7 +230,9 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         rt.barrier()
         if val is not None:
             history.append({"step": step, "val_psnr": round(val, 3)})
-            improved = val > best
+            # SRResNet keeps its best PSNR; SRGAN keeps its latest generator, since choosing a GAN by PSNR
+            # would pick the least adversarial one (Ledig et al. train for a fixed number of updates).
+            improved = val > best or gan or final and not model_path.exists()
             best = max(best, val)
             report.metrics("eval", step=step, val_psnr=round(val, 3), best_val_psnr=round(best, 3))
             save(step, val, write_model=improved)

@@ -133,7 +133,7 @@ def translate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sentences decoded together (output streams per batch).")] = 64,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="Reference translations: print BLEU to stderr.")] = None,
     attention_plot: Annotated[Optional[Path], typer.Option("--attention-plot", help="Write the first sentence's alignment heatmap (PNG).")] = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -170,9 +170,12 @@ def translate(
     rt = make_runtime(device, "fp32", 0, distributed=False)
     tr = load_translator(path, rt.device)
     dc = DecodeConfig(beam=beam, n_best=n_best, alpha=length_penalty, max_len_ratio=max_len_ratio, batch_size=batch_size)
+    if not text and sys.stdin.isatty():
+        dc.batch_size = 1  # typing at a terminal: answer each line at once
     lines = iter_input_lines(text, warn=report.warn)
     hyps: list[str] = []
     for r in translate_stream(tr, lines, dc, report.warn):
+        flush = r.pop("flush", False)
         hyps.append(r["translation"])
         if json_out:
             sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -180,7 +183,7 @@ def translate(
             sys.stdout.write("".join(f"{h['score']:.4f}\t{h['translation']}\n" for h in r["n_best"]) if r["n_best"] else "\n")
         else:
             sys.stdout.write(r["translation"] + "\n")
-        if r.get("flush"):
+        if flush:
             sys.stdout.flush()
     sys.stdout.flush()
     if attention_plot is not None:

@@ -261,7 +261,7 @@ def toy_pairs(n: int, seed: int = 0, task: str = "reverse", vocab: int = 12, max
     words = [f"w{chr(97 + i)}" for i in range(vocab)]
     src, tgt = [], []
     for _ in range(n):
-        k = int(torch.randint(2, max_words + 1, (1,), generator=g))
+        k = int(torch.randint(1, max_words + 1, (1,), generator=g))
         ws = [words[int(j)] for j in torch.randint(0, vocab, (k,), generator=g)]
         src.append(" ".join(ws))
         out = ws[::-1] if task == "reverse" else ws

@@ -2,7 +2,8 @@
 
 Beam search follows fairseq's rules: each step takes the top 2K expansions of the K live beams; an
 end-of-sentence among the top K of them finishes a hypothesis; the first K non-EOS expansions stay live;
-a sentence is done once it holds K finished hypotheses (so beam 1 is exactly greedy). Finished scores are
+a sentence is done once it holds K finished hypotheses and no live one scores better than the worst
+of them (with beam 1 that happens at the first EOS, so beam 1 is exactly greedy). Finished scores are
 normalised with GNMT's length penalty lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016).
 """
 
@@ -35,10 +36,12 @@ def _max_lens(src: torch.Tensor, ratio: float, offset: int, limit: int) -> torch
     return (lens.float() * ratio + offset).long().clamp(max=limit)
 
 
-def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+def _log_probs(logits: torch.Tensor, t: int) -> torch.Tensor:
     lp = torch.log_softmax(logits.float(), -1)
     lp[:, PAD] = float("-inf")
     lp[:, BOS] = float("-inf")
+    if t == 0:  # at least one token: an empty translation is never the answer
+        lp[:, EOS] = float("-inf")
     return lp
 
 
@@ -57,7 +60,7 @@ def greedy(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_offset:
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     for t in range(int(limit.max()) + 1):
         logits, state, w = model.step(enc, state, y, need_weights=need_attention)
-        lp = _log_probs(logits)
+        lp = _log_probs(logits, t)
         best, y = lp.max(-1)
         y = torch.where(limit <= t, torch.full_like(y, EOS), y)  # length limit reached: end it
         for i in torch.nonzero(~done).flatten().tolist():
@@ -94,7 +97,7 @@ def beam_search(model, src: torch.Tensor, beam: int = 5, n_best: int = 1, alpha:
     while active.numel():
         n = active.numel()
         logits, state, _ = model.step(enc, state, y)
-        lp = _log_probs(logits).view(n, K, -1)  # (n, K, V)
+        lp = _log_probs(logits, t).view(n, K, -1)  # (n, K, V)
         V = lp.size(-1)
         at_limit = limit[active] <= t  # (n,)
         if bool(at_limit.any()):  # only EOS may follow at the length limit
@@ -105,14 +108,15 @@ def beam_search(model, src: torch.Tensor, beam: int = 5, n_best: int = 1, alpha:
         top_s, top_i = cand.topk(2 * K, dim=1)  # (n, 2K), sorted
         top_beam, top_tok = top_i // V, top_i % V
         is_eos = top_tok == EOS
-        # finish EOS expansions ranked among the first K
+        # finish EOS expansions ranked among the first K; each sentence keeps its K best finished
         for r, j in torch.nonzero(is_eos[:, :K] & torch.isfinite(top_s[:, :K])).tolist():
-            b = int(active[r])
-            if len(finished[b]) < K:
-                row = r * K + int(top_beam[r, j])
-                toks = tokens[row].tolist()
-                s = float(top_s[r, j])
-                finished[b].append(Hypothesis(toks, s / length_penalty(len(toks) + 1, alpha), s))
+            row = r * K + int(top_beam[r, j])
+            toks = tokens[row].tolist()
+            s = float(top_s[r, j])
+            hyps = finished[int(active[r])]
+            hyps.append(Hypothesis(toks, s / length_penalty(len(toks) + 1, alpha), s))
+            hyps.sort(key=lambda h: -h.score)
+            del hyps[K:]
         # keep the first K non-EOS expansions live
         live_s = top_s.masked_fill(is_eos, float("-inf"))
         keep_s, keep_j = live_s.topk(K, dim=1)  # (n, K)
@@ -124,7 +128,10 @@ def beam_search(model, src: torch.Tensor, beam: int = 5, n_best: int = 1, alpha:
         scores = keep_s
         y = keep_tok.flatten()
         t += 1
-        still = torch.tensor([len(finished[int(b)]) < K for b in active.tolist()], device=dev)
+        # a sentence is done when K hypotheses finished and no live one can still beat the worst of them
+        best_live = (scores[:, 0] / length_penalty(t + 1, alpha)).tolist()
+        still = torch.tensor([len(finished[b]) < K or best_live[r] > finished[b][-1].score
+                              for r, b in enumerate(active.tolist())], device=dev)
         still &= torch.isfinite(scores).any(1)
         if not bool(still.all()):
             keep_rows = torch.nonzero(still).flatten()

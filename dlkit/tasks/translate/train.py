@@ -3,7 +3,6 @@ selection with early stopping, averaging of the last N checkpoints, exact resume
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -192,13 +191,65 @@ def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
     return pipe, mcfg, train_set, valid, refs
 
 
-def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
-    stop = stop or StopSignal()
-    out = Path(cfg.out)
-    model_path, state_file, snap_dir = out / MODEL_FILE, ckpt.state_path(out / MODEL_FILE), out / "snapshots"
-    state = ckpt.load_state(state_file) if cfg.resume else None
-    pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
+@dataclass
+class _Run:
+    """What one training run holds, so the loop in :func:`train` reads top to bottom."""
 
+    cfg: TrainConfig
+    rt: Runtime
+    report: Reporter
+    model: torch.nn.Module  # possibly DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    pipe: D.TextPipeline
+    mcfg: Seq2SeqConfig
+    valid: D.Encoded
+    refs: list
+    s: dict  # progress: step, epoch, batch, best, bad, elapsed, history, snapshots, tokens
+    t0: float = field(default_factory=time.monotonic)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.cfg.out) / MODEL_FILE
+
+    def elapsed(self) -> float:
+        return self.s["elapsed"] + time.monotonic() - self.t0
+
+    def save_state(self) -> None:
+        if self.rt.is_main:
+            ckpt.save_state(ckpt.state_path(self.model_path), {
+                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+                "text": self.pipe.to_meta(), "config": asdict(self.cfg), "progress": {**self.s, "elapsed": self.elapsed()}})
+
+    def validate(self) -> bool:
+        """Evaluate, save the best model and a snapshot, save the state; True when early stopping says stop."""
+        s, cfg, net = self.s, self.cfg, unwrap(self.model)
+        m = evaluate(net, self.pipe, self.valid, self.refs, self.rt.device)
+        improved = m["bleu"] > s["best"]
+        s["best"], s["bad"] = max(s["best"], m["bleu"]), 0 if improved else s["bad"] + 1
+        s["history"].append({"step": s["step"], "epoch": s["epoch"], **{k: m[k] for k in ("bleu", "bleu_lc_tok", "val_loss")}})
+        self.report.metrics("eval", step=s["step"], epoch=s["epoch"], val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"],
+                            val_loss=round(m["val_loss"], 4), best=s["best"])
+        self.report.info(f"sample: {m['sample'][:200]}")
+        if self.rt.is_main:
+            meta = model_meta(cfg, self.mcfg, self.pipe, s, m, self.elapsed(), num_params(net))
+            if improved:
+                save(self.model_path, net.state_dict(), meta, cfg.save_dtype)
+            if cfg.average_last > 1:
+                snap_dir = self.model_path.parent / "snapshots"
+                snap = snap_dir / f"step-{s['step']}.safetensors"
+                ckpt.save_model(snap, net.state_dict(), meta)
+                s["snapshots"] = (s["snapshots"] + [str(snap)])[-cfg.average_last :]
+                for old in snap_dir.glob("step-*.safetensors"):
+                    if str(old) not in s["snapshots"]:
+                        old.unlink(missing_ok=True)
+        self.save_state()
+        return bool(cfg.patience) and s["bad"] >= cfg.patience
+
+
+def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Encoded]:
+    """Data, text pipeline, model and optimizer, restored from the saved state with ``cfg.resume``."""
+    state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE)) if cfg.resume else None
+    pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
     model = build_model(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     s = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad": 0, "elapsed": 0.0, "history": [], "snapshots": [],
@@ -211,53 +262,26 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
     params = num_params(unwrap(model))
-    lengths = [len(a) + len(b) + 1 for a, b in zip(train_set.src, train_set.tgt)]
     report.info(f"{cfg.arch}/{cfg.preset}: {params / 1e6:.2f}M parameters, vocab {mcfg.src_vocab}"
                 f"{'' if pipe.joint else '/' + str(mcfg.tgt_vocab)} ({cfg.subword}, {'joint' if pipe.joint else 'separate'}),"
                 f" device {rt.device}, {rt.precision}" + (f", {rt.world_size} processes" if rt.distributed else "")
                 + (f", resuming at step {s['step']}" if s["step"] else ""))
     report.event("start", task=TASK, arch=cfg.arch, params=params, vocab=mcfg.src_vocab, step=s["step"],
                  world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
+    return _Run(cfg, rt, report, model, optimizer, pipe, mcfg, valid, refs, s), train_set
 
-    t0 = time.monotonic()
-    elapsed = lambda: s["elapsed"] + time.monotonic() - t0  # noqa: E731
 
-    def save_state() -> None:
-        if rt.is_main:
-            ckpt.save_state(state_file, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                         "rng": rng_state(), "text": pipe.to_meta(), "config": asdict(cfg),
-                                         "progress": {**s, "elapsed": elapsed()}})
-
-    def run_eval() -> bool:
-        """Evaluate, save the best model and a snapshot; True when early stopping says stop."""
-        m = evaluate(unwrap(model), pipe, valid, refs, rt.device)
-        improved = m["bleu"] > s["best"]
-        s["best"] = max(s["best"], m["bleu"])
-        s["bad"] = 0 if improved else s["bad"] + 1
-        s["history"].append({"step": s["step"], "epoch": s["epoch"], **{k: m[k] for k in ("bleu", "bleu_lc_tok", "val_loss")}})
-        report.metrics("eval", step=s["step"], epoch=s["epoch"], val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"],
-                       val_loss=round(m["val_loss"], 4), best=s["best"])
-        report.info(f"sample: {m['sample'][:200]}")
-        if rt.is_main:
-            meta = model_meta(cfg, mcfg, pipe, s, m, elapsed(), params)
-            if improved:
-                save(model_path, unwrap(model).state_dict(), meta, cfg.save_dtype)
-            if cfg.average_last > 1:
-                snap = snap_dir / f"step-{s['step']}.safetensors"
-                ckpt.save_model(snap, unwrap(model).state_dict(), meta)
-                s["snapshots"] = (s["snapshots"] + [str(snap)])[-cfg.average_last :]
-                for old in snap_dir.glob("step-*.safetensors"):
-                    if str(old) not in s["snapshots"]:
-                        old.unlink(missing_ok=True)
-        save_state()
-        return bool(cfg.patience) and s["bad"] >= cfg.patience
-
+def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    stop = stop or StopSignal()
+    run, train_set = setup(cfg, rt, report)
+    s, model, optimizer = run.s, run.model, run.optimizer
+    lengths = [len(a) + len(b) + 1 for a, b in zip(train_set.src, train_set.tgt)]
     interrupted = stopped = False
     with report.progress(None, "translate-train") as update:
-        while s["epoch"] < cfg.epochs and not stopped:
+        while s["epoch"] < cfg.epochs and not (stopped or interrupted):
+            # every rank builds the same epoch's batches (a function of seed and epoch) and takes its share
             batches = D.token_batches(lengths, cfg.max_tokens, cfg.seed, s["epoch"])
-            per_rank = len(batches) // rt.world_size or 1
-            mine = batches[rt.rank :: rt.world_size][:per_rank]
+            mine = batches[rt.rank :: rt.world_size][: len(batches) // rt.world_size or 1]
             while s["batch"] < len(mine):
                 lr = inverse_sqrt(s["step"], cfg.lr, cfg.warmup)
                 set_lr(optimizer, lr)
@@ -265,53 +289,55 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                 with rt.autocast():
                     loss, ntok = loss_fn(model, batch, cfg.label_smoothing)
                 optimizer_step(loss, optimizer, rt.scaler, clip=cfg.clip)
-                s["step"] += 1
-                s["batch"] += 1
-                s["tokens"] += ntok * rt.world_size
+                s["step"], s["batch"], s["tokens"] = s["step"] + 1, s["batch"] + 1, s["tokens"] + ntok * rt.world_size
                 update(1, epoch=s["epoch"] + s["batch"] / len(mine), loss=loss.item(), lr=lr)
                 report.event("step", step=s["step"], loss=loss.item(), lr=lr)
-                if stop.poll(s["step"]):
+                # ranks agree on stopping, or DDP would wait forever for the one that left
+                if _any_rank(rt, stop.poll(s["step"])):
                     interrupted = True
                     break
-                if cfg.max_time and elapsed() > cfg.max_time:
+                if _any_rank(rt, bool(cfg.max_time) and run.elapsed() > cfg.max_time):
                     report.info(f"--max-time reached after step {s['step']}")
                     stopped = True
                     break
-                if cfg.eval_every and s["step"] % cfg.eval_every == 0 and run_eval():
+                if cfg.eval_every and s["step"] % cfg.eval_every == 0 and run.validate():
                     stopped = True
                     break
-            if interrupted:
-                break
-            if s["batch"] >= len(mine):
-                s["epoch"] += 1
-                s["batch"] = 0
-                if not cfg.eval_every and run_eval():
+            if s["batch"] >= len(mine) and not interrupted:
+                s["epoch"], s["batch"] = s["epoch"] + 1, 0
+                if not cfg.eval_every and run.validate():
                     report.info(f"early stopping: no better validation BLEU in {cfg.patience} evaluations")
                     stopped = True
     if interrupted:
-        save_state()
-        raise Interrupted(f"interrupted at step {s['step']}; state saved to '{state_file}', continue with --resume")
-    if stopped and (not s["history"] or s["history"][-1]["step"] != s["step"]):
-        run_eval()
+        run.save_state()
+        raise Interrupted(f"interrupted at step {s['step']}; state saved to "
+                          f"'{ckpt.state_path(run.model_path)}', continue with --resume")
+    if not s["history"] or s["history"][-1]["step"] != s["step"]:
+        run.validate()
     if rt.is_main and len(s["snapshots"]) > 1:
-        finish_average(cfg, mcfg, pipe, valid, refs, s, params, rt, report, model_path, elapsed())
-    seconds = time.monotonic() - t0
-    return TrainResult(str(model_path), s["step"], s["epoch"], s["best"], seconds, s["tokens"] / max(elapsed(), 1e-9), params, s["history"])
+        finish_average(run)
+    return TrainResult(str(run.model_path), s["step"], s["epoch"], s["best"], time.monotonic() - run.t0,
+                       s["tokens"] / max(run.elapsed(), 1e-9), num_params(unwrap(model)), s["history"])
 
 
-def finish_average(cfg, mcfg, pipe, valid, refs, s, params, rt, report, model_path, seconds) -> None:
+def _any_rank(rt: Runtime, flag: bool) -> bool:
+    return rt.all_reduce_mean(float(flag)) > 0 if rt.distributed else flag
+
+
+def finish_average(run: _Run) -> None:
     """Average the last snapshots; keep the average when its validation BLEU is at least the best's."""
+    s = run.s
     paths = [Path(p) for p in s["snapshots"] if Path(p).exists()]
-    avg = average_files(paths)
-    model = build_model(mcfg).to(rt.device)
-    model.load_state_dict(avg)
-    m = evaluate(model, pipe, valid, refs, rt.device)
-    report.metrics("average", checkpoints=len(paths), val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"], best=s["best"])
+    model = build_model(run.mcfg).to(run.rt.device)
+    model.load_state_dict(average_files(paths))
+    m = evaluate(model, run.pipe, run.valid, run.refs, run.rt.device)
+    run.report.metrics("average", checkpoints=len(paths), val_bleu=m["bleu"], val_bleu_lc_tok=m["bleu_lc_tok"],
+                       best=s["best"])
     if m["bleu"] >= s["best"]:
         s["best"] = m["bleu"]
-        meta = model_meta(cfg, mcfg, pipe, s, m, seconds, params)
+        meta = model_meta(run.cfg, run.mcfg, run.pipe, s, m, run.elapsed(), num_params(model))
         meta["training"]["averaged_checkpoints"] = len(paths)
-        save(model_path, model.state_dict(), meta, cfg.save_dtype)
+        save(run.model_path, model.state_dict(), meta, run.cfg.save_dtype)
 
 
 def save(path: Path, state_dict: dict, meta: dict, save_dtype: str) -> None:

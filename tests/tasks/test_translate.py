@@ -1,0 +1,353 @@
+"""Translation: model contract, learning a toy language pair, decoding, checkpoints, CLI, bad input.
+
+Everything runs on the CPU on tiny data made here; nothing reads ../shared.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from dlkit.cli import app
+from dlkit.core import checkpoint as ckpt
+from dlkit.core.errors import DataError, Interrupted, ModelFileError
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import make_runtime
+from dlkit.tasks.translate import data as D
+from dlkit.tasks.translate.decode import beam_search, greedy
+from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines, translate_stream
+from dlkit.tasks.translate.model import ARCHS, BOS, build_model, preset, reverse_padded
+from dlkit.tasks.translate.train import TrainConfig, train
+
+runner = CliRunner()
+
+
+def write_toy(path, n=1200, seed=0):
+    s, t = D.toy_pairs(n, seed=seed, task="copy")
+    path.write_text("".join(f"{a}\t{b}\n" for a, b in zip(s, t)))
+    return path
+
+
+def toy_config(tmp, **kw) -> TrainConfig:
+    base = dict(tsv=str(write_toy(tmp / "toy.tsv")), out=str(tmp / "run"), arch="transformer", preset="tiny",
+                d_model=64, vocab_size=80, max_tokens=500, epochs=15, lr=5e-3, warmup=30, label_smoothing=0.0,
+                patience=0, pair="xx-yy", seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    """A tiny Transformer trained on the toy pair (source words -> the same words upper-cased)."""
+    tmp = tmp_path_factory.mktemp("toy")
+    torch.set_num_threads(1)
+    result = train(toy_config(tmp, average_last=2), make_runtime("cpu", "fp32", 1), Reporter(quiet=True))
+    return result, load_translator(result.model_path)
+
+
+# ------------------------------------------------------------------ 1. model contract
+@pytest.mark.parametrize("arch", ARCHS)
+def test_model_shapes_gradients_determinism(arch):
+    cfg = preset(arch, "tiny", src_vocab=30, tgt_vocab=30, dropout=0.1)
+    torch.manual_seed(0)
+    m1 = build_model(cfg)
+    torch.manual_seed(0)
+    m2 = build_model(cfg)
+    src = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    tin = torch.tensor([[BOS, 11, 12], [BOS, 13, 0]])
+    torch.manual_seed(1)
+    y1 = m1(src, tin)
+    torch.manual_seed(1)
+    y2 = m2(src, tin)
+    assert y1.shape == (2, 3, 30)
+    assert torch.equal(y1, y2)
+    y1.logsumexp(-1).sum().backward()
+    for name, p in m1.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_incremental_decoding_matches_teacher_forcing(arch):
+    """step() with its caches must give the logits forward() gives (the KV cache and input feeding agree)."""
+    cfg = preset(arch, "tiny", src_vocab=30, tgt_vocab=30)
+    m = build_model(cfg).eval()
+    src = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    tin = torch.tensor([[BOS, 11, 12, 13], [BOS, 14, 15, 16]])
+    with torch.no_grad():
+        full = m(src, tin)
+        enc = m.encode(src)
+        state = m.init_state(enc)
+        for t in range(tin.size(1)):
+            logits, state, _ = m.step(enc, state, tin[:, t])
+            assert torch.allclose(logits, full[:, t], atol=1e-5), t
+
+
+def test_source_reversal_keeps_padding():
+    src = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    assert reverse_padded(src).tolist() == [[7, 6, 5], [9, 8, 0]]
+
+
+# ------------------------------------------------------------------ 2. learning
+def test_tiny_transformer_learns_toy_pair(toy_model):
+    result, tr = toy_model
+    src, tgt = D.toy_pairs(100, seed=99, task="copy")  # unseen sentences
+    from dlkit.tasks.translate.metrics import bleu
+
+    hyps = translate_lines(tr, src, DecodeConfig(beam=1))
+    score = bleu(hyps, tgt, "yy")
+    assert score.sacrebleu > 90, (score, hyps[:3], tgt[:3])
+    assert result.history and result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+
+
+@pytest.mark.parametrize("arch", ["lstm", "lstm-attention"])
+def test_lstms_learn(arch, tmp_path):
+    cfg = toy_config(tmp_path, arch=arch, epochs=2, max_tokens=500)
+    result = train(cfg, make_runtime("cpu", "fp32", 1), Reporter(quiet=True))
+    first, last = result.history[0]["val_loss"], result.history[-1]["val_loss"]
+    assert last < first - 0.2, result.history
+
+
+# ------------------------------------------------------------------ 3. decoding
+def _toy_src(tr, lines):
+    return D.pad([tr.pipe.encode_src(x) for x in lines])
+
+
+def test_beam_one_equals_greedy(toy_model):
+    _, tr = toy_model
+    src = _toy_src(tr, ["wa wb wc", "wd we", "wf wg wh wi wj", "wk"])
+    g, _, _ = greedy(tr.model, src)
+    b = beam_search(tr.model, src, beam=1, n_best=1)
+    assert [h[0].tokens for h in b] == g
+
+
+def test_n_best_sorted_and_distinct(toy_model):
+    _, tr = toy_model
+    src = _toy_src(tr, ["wa wb wc", "wd we wf wg"])
+    for hyps in beam_search(tr.model, src, beam=4, n_best=4):
+        assert len(hyps) == 4
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 4
+
+
+def test_stream_keeps_order_blank_lines_and_flushes_per_batch(toy_model):
+    _, tr = toy_model
+    lines = ["wa wb wc wd we", "", "wk", "   ", "wb wa"]
+    res = list(translate_stream(tr, lines, DecodeConfig(beam=2, batch_size=2)))
+    assert [r["source"] for r in res] == lines
+    assert res[1]["translation"] == "" and res[3]["translation"] == ""
+    assert res[0]["translation"] == "WA WB WC WD WE" and res[2]["translation"] == "WK"
+    assert [bool(r.get("flush")) for r in res] == [False, True, False, True, True]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40),
+                max_size=6))
+def test_arbitrary_unicode_one_line_per_line(toy_model, lines):
+    _, tr = toy_model
+    res = list(translate_stream(tr, lines, DecodeConfig(beam=2, batch_size=4)))
+    assert len(res) == len(lines)
+    for r in res:
+        assert "\n" not in r["translation"] and "\r" not in r["translation"]
+
+
+# ------------------------------------------------------------------ 4. checkpoints
+def test_save_load_roundtrip_gives_identical_outputs(toy_model, tmp_path):
+    _, tr = toy_model
+    tensors, meta = ckpt.load_model_file(toy_model[0].model_path, "translate")
+    path = ckpt.save_model(tmp_path / "copy.safetensors", tensors, {k: v for k, v in meta.items() if k not in ("format", "aliases")})
+    tr2 = load_translator(path)
+    src = _toy_src(tr, ["wa wb wc", "wd"])
+    with torch.no_grad():
+        tin = torch.tensor([[BOS, 5], [BOS, 6]])
+        assert torch.equal(tr.model(src, tin), tr2.model(src, tin))
+
+
+class StopAt(StopSignal):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def poll(self, step):
+        return step == self.at
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    rt = lambda: make_runtime("cpu", "fp32", 3)  # noqa: E731
+    cfg_a = toy_config(tmp_path, out=str(tmp_path / "a"), epochs=3, max_tokens=1500, average_last=2, seed=3)
+    train(cfg_a, rt(), Reporter(quiet=True))
+    cfg_b = toy_config(tmp_path, out=str(tmp_path / "b"), epochs=3, max_tokens=1500, average_last=2, seed=3)
+    with pytest.raises(Interrupted):
+        train(cfg_b, rt(), Reporter(quiet=True), StopAt(5))
+    cfg_b.resume = True
+    train(cfg_b, rt(), Reporter(quiet=True))
+    sa = ckpt.load_state(tmp_path / "a" / "model.state.pt")
+    sb = ckpt.load_state(tmp_path / "b" / "model.state.pt")
+    assert sa["progress"]["step"] == sb["progress"]["step"]
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    ma, _ = ckpt.load_model_file(tmp_path / "a" / "model.safetensors", "translate")
+    mb, _ = ckpt.load_model_file(tmp_path / "b" / "model.safetensors", "translate")
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_refuses_other_task_truncated_and_pickle(toy_model, tmp_path):
+    other = ckpt.save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
+    with pytest.raises(ModelFileError, match="'lm' model"):
+        load_translator(other)
+    data = open(toy_model[0].model_path, "rb").read()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_translator(tmp_path / "cut.safetensors")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "p.safetensors")
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_translator(tmp_path / "p.safetensors")
+
+
+# ------------------------------------------------------------------ 5. CLI end to end
+@pytest.fixture(scope="module")
+def model_path(toy_model):
+    return toy_model[0].model_path
+
+
+def test_cli_train_then_translate(tmp_path):
+    s, t = D.toy_pairs(300, seed=5, task="copy")
+    (tmp_path / "train.xx").write_text("\n".join(s) + "\n")
+    with gzip.open(tmp_path / "train.yy.gz", "wt") as f:
+        f.write("\n".join(t) + "\n")
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["translate-train", "--src", str(tmp_path / "train.xx"), "--tgt", str(tmp_path / "train.yy.gz"),
+                            "--preset", "tiny", "--vocab-size", "60", "--epochs", "1", "--max-tokens", "400",
+                            "--out", str(out), "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.stderr
+    events = [json.loads(x) for x in r.stdout.splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "result"
+    assert any(e["event"] == "eval" for e in events)
+    assert (out / "model.safetensors").exists() and (out / "model.state.pt").exists()
+    r = runner.invoke(app, ["translate", "-m", str(out / "model.safetensors"), "--beam", "2", "wa wb", "wc"])
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2
+
+
+def test_cli_translate_stdin_blank_lines_json_and_nbest(model_path):
+    r = runner.invoke(app, ["translate", "-m", model_path, "--beam", "3"], input="wa wb\n\nwc wd we\n")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.split("\n") == ["WA WB", "", "WC WD WE", ""]
+    r = runner.invoke(app, ["translate", "-m", model_path, "--json", "--beam", "3", "--n-best", "2"], input="wa\n\n")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 2 and rows[0]["translation"] == "WA" and len(rows[0]["n_best"]) == 2 and rows[1]["n_best"] == []
+    assert set(rows[1]) == {"source", "translation", "score", "n_best"}
+    r = runner.invoke(app, ["translate", "-m", model_path, "--beam", "3", "--n-best", "2", "wa"])
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("\tWA")
+
+
+def test_cli_ref_bleu_and_mismatch(model_path, tmp_path):
+    (tmp_path / "ref").write_text("WA WB WC WD WE\nWF WG WH WI\n")
+    r = runner.invoke(app, ["translate", "-m", model_path, "--ref", str(tmp_path / "ref")], input="wa wb wc wd we\nwf wg wh wi\n")
+    assert r.exit_code == 0, r.stderr
+    assert "sacreBLEU 100.00" in r.stderr and "nrefs:1|case:mixed" in r.stderr and "lower-cased tokenised BLEU" in r.stderr
+    assert r.stdout.splitlines() == ["WA WB WC WD WE", "WF WG WH WI"]
+    r = runner.invoke(app, ["translate", "-m", model_path, "--ref", str(tmp_path / "ref")], input="wa\n")
+    assert r.exit_code == 1 and "2 lines but the input had 1" in r.stderr
+
+
+def test_cli_bad_inputs(model_path, tmp_path):
+    r = runner.invoke(app, ["translate", "-m", model_path], input="")
+    assert r.exit_code == 0 and r.stdout == ""
+    long = " ".join(["wa"] * 10_000)
+    r = runner.invoke(app, ["translate", "-m", model_path, "--beam", "1"], input=f"{long}\n{long}\nwb\n")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3
+    assert r.stderr.count("cut to the model's limit") == 1
+    r = runner.invoke(app, ["translate", "-m", model_path], input=b"wa \xff\xfe wb\n\x07\x1b[31mwc\n\xe4\xbd\xa0\xe5\xa5\xbd\n")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3
+    assert "not UTF-8" in r.stderr
+    lm = ckpt.save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
+    r = runner.invoke(app, ["translate", "-m", str(lm), "x"])
+    assert r.exit_code == 1 and r.stderr.startswith("error:") and "'lm' model" in r.stderr
+    r = runner.invoke(app, ["translate", "-m", model_path, "--n-best", "3", "--beam", "2", "x"])
+    assert r.exit_code == 2
+
+
+def test_cli_train_mismatched_line_counts(tmp_path):
+    (tmp_path / "a.en").write_text("a\nb\nc\n")
+    (tmp_path / "b.fr").write_text("a\nb\n")
+    r = runner.invoke(app, ["translate-train", "--src", str(tmp_path / "a.en"), "--tgt", str(tmp_path / "b.fr"),
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert "3 lines" in r.stderr and "has 2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_attention_plot(model_path, tmp_path):
+    png = tmp_path / "att.png"
+    r = runner.invoke(app, ["translate", "-m", model_path, "--attention-plot", str(png)], input="\nwa wb wc\n")
+    assert r.exit_code == 0, r.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from typer.testing import CliRunner; from dlkit.cli import app; "
+            "r = CliRunner().invoke(app, ['translate', '--help']); assert r.exit_code == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_head_closes_pipe_quietly(model_path, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("wa wb wc\n" * 3000)
+    p = subprocess.run(f"{sys.executable} -m dlkit translate -m {model_path} --beam 1 < {big} | head -1",
+                       shell=True, capture_output=True, text=True)
+    assert p.stdout == "WA WB WC\n"
+    assert "Traceback" not in p.stderr and "error" not in p.stderr.lower()
+
+
+def test_data_errors_are_one_line():
+    with pytest.raises(DataError):
+        D.read_lines("/nonexistent/file.gz")
+
+
+def test_cli_lstm_attention_separate_unigram_vocab(tmp_path):
+    write_toy(tmp_path / "toy.tsv", n=300)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["translate-train", "--tsv", str(tmp_path / "toy.tsv"), "--pair", "en-fr", "--arch",
+                            "lstm-attention", "--attention", "bahdanau", "--preset", "tiny", "--subword", "unigram",
+                            "--separate-vocab", "--vocab-size", "40", "--epochs", "1", "--max-tokens", "400",
+                            "--out", str(out), "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out / "model.safetensors") and r.stderr == ""
+    tr = load_translator(out / "model.safetensors")
+    assert not tr.pipe.joint and tr.model.cfg.attention == "bahdanau"
+    r = runner.invoke(app, ["translate", "-m", str(out / "model.safetensors"), "--attention-plot",
+                            str(tmp_path / "a.png"), "wa wb", ""])
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.split("\n")) == 3 and (tmp_path / "a.png").exists()
+
+
+def test_token_batches_are_deterministic_bounded_and_complete():
+    lengths = [int(x) for x in torch.randint(1, 40, (500,), generator=torch.Generator().manual_seed(0))]
+    a = D.token_batches(lengths, 200, seed=1, epoch=3)
+    assert a == D.token_batches(lengths, 200, seed=1, epoch=3)
+    assert a != D.token_batches(lengths, 200, seed=1, epoch=4)
+    assert sorted(i for b in a for i in b) == list(range(500))
+    assert all(max(lengths[i] for i in b) * len(b) <= 200 for b in a)
+
+
+def test_attention_plot_needs_attention(toy_model):
+    from dlkit.core.errors import DlkitError
+    from dlkit.tasks.translate.infer import Translator, attention_matrix
+
+    _, tr = toy_model
+    cfg = preset("lstm", "tiny", src_vocab=tr.model.cfg.src_vocab, tgt_vocab=tr.model.cfg.tgt_vocab)
+    plain = Translator(build_model(cfg).eval(), tr.pipe, {}, torch.device("cpu"))
+    with pytest.raises(DlkitError, match="no attention"):
+        attention_matrix(plain, "wa wb")
+    mat, src, tgt = attention_matrix(tr, "wa wb wc")
+    assert mat.shape == (len(tgt), len(src)) and torch.allclose(mat.sum(1), torch.ones(len(tgt)), atol=1e-4)
