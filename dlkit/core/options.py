@@ -19,3 +19,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the tr
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the training state saved in --out.", rich_help_panel="Training")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
 OptModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
+MaxTime = Annotated[
+    Optional[float], typer.Option("--max-time", help="Stop training after this many minutes (the state is saved).", rich_help_panel="Training")
+]
+SaveDtype = Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.", rich_help_panel="Output")]

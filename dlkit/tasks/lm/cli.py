@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import Device, Json, Out, Precision, Quiet, Resume, Seed
+from dlkit.core.options import Device, Json, MaxTime, Out, Precision, Quiet, Resume, SaveDtype, Seed
 
 app = typer.Typer()
 
@@ -37,9 +37,9 @@ def lm_train(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Evaluate (and save the best model) every N steps.")] = 250,
     eval_iters: Annotated[int, typer.Option("--eval-iters", help="Batches per evaluation estimate.")] = 50,
     sample_tokens: Annotated[int, typer.Option("--sample-tokens", help="Tokens sampled at each evaluation (0: none).")] = 200,
-    max_time: Annotated[Optional[float], typer.Option("--max-time", help="Stop after this many minutes.")] = None,
+    max_time: MaxTime = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU).")] = False,
-    save_dtype: Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.")] = "fp32",
+    save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     device: Device = "auto",
     precision: Precision = "auto",

@@ -124,26 +124,12 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     state_file = ckpt.state_path(model_path)
     state = ckpt.load_state(state_file) if cfg.resume else None
 
-    if rt.is_main:
-        corpus = prepare_corpus(Path(cfg.data), out, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
-                                Path(cfg.val) if cfg.val else None, state["tokenizer"] if state else None)
-    rt.barrier()
-    if not rt.is_main:
-        corpus = prepare_corpus(Path(cfg.data), out, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
-                                Path(cfg.val) if cfg.val else None, _tokenizer_meta(out))
+    corpus = _corpus(cfg, rt, out, state)
     mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
     check_length(corpus, mcfg.block_size)
-
-    model = GPT(mcfg)
-    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
-    start, best, elapsed, history = 0, math.inf, 0.0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        start, best, elapsed, history = state["step"], state["best_val"], state["elapsed"], state["history"]
-    model = rt.wrap(model)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+    model, optimizer = _build(cfg, rt, mcfg, state)
+    start, best, elapsed, history = (state["step"], state["best_val"], state["elapsed"], state["history"]) \
+        if state else (0, math.inf, 0.0, [])
     fwd = torch.compile(model) if cfg.compile else model
 
     report.info(f"lm-train: {unwrap(model).num_params() / 1e6:.2f}M parameters, vocab {mcfg.vocab_size}, "
@@ -167,24 +153,15 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         })
 
     t0 = time.monotonic()
-    block, B, W = mcfg.block_size, cfg.batch_size, rt.world_size
-    tokens_per_step = B * W * cfg.grad_accum * block
+    block = mcfg.block_size
+    tokens_per_step = cfg.batch_size * rt.world_size * cfg.grad_accum * block
     loss_val, step, interrupted = float("nan"), start, False
     with report.progress(cfg.steps, "lm-train", start=start) as update:
         for step in range(start, cfg.steps):
             if step % cfg.eval_every == 0 and step > start:
                 best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save)
             set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
-            for micro in range(cfg.grad_accum):
-                offs = batch_offsets(step, micro, len(corpus.train), block, B * W, cfg.seed)[rt.rank * B : (rt.rank + 1) * B]
-                x, y = (t.to(rt.device, non_blocking=True) for t in corpus.batch("train", offs, block))
-                last = micro == cfg.grad_accum - 1
-                sync = contextlib.nullcontext() if last or not rt.distributed else model.no_sync()
-                with sync:
-                    with rt.autocast():
-                        _, loss = fwd(x, y)
-                    optimizer_step(loss / cfg.grad_accum, optimizer, rt.scaler, clip=cfg.clip, step=last)
-            loss_val = loss.item()
+            loss_val = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
             stopping = stop.poll(step + 1)
             update(1, loss=loss_val)
             report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
@@ -209,6 +186,42 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         report.metrics("final", best_val_loss_estimate=best, val_loss=full, val_tokens=min(len(corpus.val), FULL_EVAL_TOKENS))
     tps = (step - start) * tokens_per_step / max(seconds, 1e-9)
     return TrainResult(str(model_path), step, best, loss_val, seconds, tps, False, history)
+
+
+def _corpus(cfg: TrainConfig, rt: Runtime, out: Path, state: dict | None) -> Corpus:
+    """Rank 0 encodes the text (or finds it encoded); the other ranks then open the same files."""
+    args = (Path(cfg.data), out, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction, Path(cfg.val) if cfg.val else None)
+    corpus = prepare_corpus(*args, state["tokenizer"] if state else None) if rt.is_main else None
+    rt.barrier()
+    return corpus if rt.is_main else prepare_corpus(*args, _tokenizer_meta(out))
+
+
+def _build(cfg: TrainConfig, rt: Runtime, mcfg: GPTConfig, state: dict | None):
+    """The model (on the device, DDP-wrapped when distributed) and its optimizer, restored on --resume."""
+    model = GPT(mcfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = rt.wrap(model)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    return model, optimizer
+
+
+def _train_step(step, cfg: TrainConfig, rt: Runtime, model, fwd, optimizer, corpus: Corpus, block: int) -> float:
+    """One optimizer step over ``grad_accum`` micro-batches; each rank takes its slice of the global batch."""
+    B = cfg.batch_size
+    for micro in range(cfg.grad_accum):
+        offs = batch_offsets(step, micro, len(corpus.train), block, B * rt.world_size, cfg.seed)
+        x, y = (t.to(rt.device, non_blocking=True) for t in corpus.batch("train", offs[rt.rank * B : (rt.rank + 1) * B], block))
+        last = micro == cfg.grad_accum - 1
+        sync = contextlib.nullcontext() if last or not rt.distributed else model.no_sync()  # all-reduce once
+        with sync:
+            with rt.autocast():
+                _, loss = fwd(x, y)
+            optimizer_step(loss / cfg.grad_accum, optimizer, rt.scaler, clip=cfg.clip, step=last)
+    return loss.item()
 
 
 def _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=False) -> float:
