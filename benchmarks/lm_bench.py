@@ -87,9 +87,10 @@ def rss(mb: int = 100) -> None:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "big.txt"
         rng = np.random.default_rng(0)
+        block = "\n".join(" ".join(rng.choice(words, 200)) for _ in range(10_000)) + "\n"  # ~10 MB
         with open(data, "w") as f:
             while f.tell() < mb * 1_000_000:
-                f.write(" ".join(rng.choice(words, 20_000)) + "\n")
+                f.write(block)
         size = data.stat().st_size
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dlkit", "lm-train", "--data", str(data), "--preset", "small",

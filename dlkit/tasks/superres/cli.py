@@ -136,9 +136,9 @@ def superres(
 
       dlkit superres photos/ -o big/ --tile 128
 
-      dlkit superres --eval Set5/ --scale 4 --model srresnet-x4 --model srgan-x4
+      dlkit superres --eval Set5/ --scale 4 --model srresnet-x4 --model runs/srgan/model.safetensors
 
-      dlkit superres --hr butterfly.png --compare panel.png --model srgan-x4
+      dlkit superres --hr butterfly.png --compare panel.png --model srresnet-x4
     """
     if scale is not None and scale not in _SCALES:
         raise UsageError(f"--scale {scale}: expected 2, 3 or 4")
