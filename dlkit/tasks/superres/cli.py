@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import Device, Json, Out, Precision, Quiet, Resume, Seed
+from dlkit.core.options import Device, Json, MaxTime, Out, Precision, Quiet, Resume, SaveDtype, Seed
 
 app = typer.Typer()
 
@@ -39,8 +39,8 @@ def superres_train(
     content: Annotated[str, typer.Option("--content", help="srgan content loss: auto (VGG if local, else L1) | vgg | l1 | mse.")] = "auto",
     vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="Local VGG19 ImageNet weights (.pth/.safetensors).")] = None,
     adv_weight: Annotated[float, typer.Option("--adv-weight", help="Weight of the adversarial loss (paper: 1e-3).")] = 1e-3,
-    max_time: Annotated[Optional[float], typer.Option("--max-time", help="Stop after this many minutes.")] = None,
-    save_dtype: Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.")] = "fp32",
+    max_time: MaxTime = None,
+    save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     device: Device = "auto",
     precision: Precision = "auto",

@@ -10,7 +10,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import Device, Json, Out, Precision, Quiet, Resume, Seed
+from dlkit.core.options import Device, Json, MaxTime, Out, Precision, Quiet, Resume, SaveDtype, Seed
 
 app = typer.Typer()
 
@@ -48,8 +48,8 @@ def translate_train(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations (0: each epoch).", rich_help_panel=_T)] = 0,
     patience: Annotated[int, typer.Option("--patience", help="Stop after N validations without better BLEU (0: never).", rich_help_panel=_T)] = 5,
     average_last: Annotated[int, typer.Option("--average-last", help="Average the last N validated checkpoints.", rich_help_panel=_T)] = 1,
-    max_time: Annotated[Optional[float], typer.Option("--max-time", help="Stop after this many minutes.", rich_help_panel=_T)] = None,
-    save_dtype: Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.")] = "fp32",
+    max_time: MaxTime = None,
+    save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     device: Device = "auto",
     precision: Precision = "auto",
