@@ -131,10 +131,14 @@ class StopAt(StopSignal):
         return step == self.step
 
 
-def _weights(run_dir):
+def _state(run_dir):
     from dlkit.core.checkpoint import load_state
 
-    return load_state(Path(run_dir) / "model.state.pt")["model"]
+    return load_state(Path(run_dir) / "model.state.pt")
+
+
+def _weights(run_dir):
+    return _state(run_dir)["model"]
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, corpus_file):
@@ -152,6 +156,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, corpus_file):
 
 def test_saved_model_reproduces_outputs(tmp_path, corpus_file):
     res = train(_cfg(corpus_file, tmp_path / "r", steps=10, eval_every=10), make_runtime("cpu", "fp32", 1, False), _quiet())
+    state = _state(tmp_path / "r")
+    assert state["best_val"] == min(h["val"] for h in state["history"]) == res.best_val_loss
     m1, tok, _ = load_lm(res.model_path)
     m2, _, _ = load_lm(res.model_path)
     x = torch.from_numpy(tok.encode("the cat"))[None]

@@ -139,7 +139,8 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     report.event("start", task=TASK, params=unwrap(model).num_params(), vocab=mcfg.vocab_size, step=start,
                  steps=cfg.steps, world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
 
-    def save(step: int, val: float | None = None) -> None:
+    def save(step: int, val: float | None = None, best_val: float | None = None) -> None:
+        """The state always; the model too when ``val`` is a new best. ``best_val`` as of this step."""
         if not rt.is_main:
             return
         if val is not None:
@@ -148,7 +149,7 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                             dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
         ckpt.save_state(state_file, {
             "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "best_val": best, "elapsed": elapsed + time.monotonic() - t0, "history": history,
+            "best_val": best if best_val is None else best_val, "elapsed": elapsed + time.monotonic() - t0, "history": history,
             "rng": rng_state(), "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
         })
 
@@ -235,7 +236,7 @@ def _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, s
 
         text = sample_text(unwrap(model), corpus.tokenizer, "", cfg.sample_tokens, rt.device, seed=step)
         report.info("sample: " + text.replace("\n", " / ")[:300])
-    save(step, losses["val"] if improved else None)
+    save(step, losses["val"] if improved else None, best)
     return best
 
 
