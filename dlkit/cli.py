@@ -63,6 +63,10 @@ class DlkitGroup(TyperGroup):
         except Exception as e:  # a bug, not bad input: still one line, the traceback behind --debug
             if _debug() or _is_click_control(e):
                 raise
+            if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, any training command
+                _error_line("out of GPU memory; try a smaller --batch-size (with --grad-accum to keep the effective "
+                            "batch where the command has it) or a smaller model preset")
+                ctx.exit(1)
             _error_line(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)")
             ctx.exit(1)
 

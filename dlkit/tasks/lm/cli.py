@@ -92,7 +92,7 @@ def lm_train(
     report = Reporter(quiet=quiet, json_mode=json_out)
     rt = make_runtime(device, precision, seed)
     try:
-        with catch_signals(StopSignal()) as stop, _oom_hint():
+        with catch_signals(StopSignal()) as stop:
             result = train(cfg, rt, report, stop)
     finally:
         shutdown(rt)
@@ -102,21 +102,6 @@ def lm_train(
                 f"model: {result.model_path}")
     if not json_out and rt.is_main:
         typer.echo(result.model_path)
-
-
-class _oom_hint:
-    """CUDA out-of-memory becomes a one-line hint instead of a traceback."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, et, e, tb):
-        if et is not None and et.__name__ == "OutOfMemoryError":
-            from dlkit.core.errors import DlkitError
-
-            raise DlkitError("out of GPU memory; try a smaller --batch-size (with --grad-accum to keep the "
-                             "effective batch) or a smaller --preset/--block-size") from None
-        return False
 
 
 @app.command("lm-sample")

@@ -7,7 +7,6 @@ with ``np.memmap``, so a 1 GB text file never has to sit in RAM as Python string
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,8 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from dlkit.core.checkpoint import atomic_write_bytes
-from dlkit.core.errors import DataError, OutputError
+from dlkit.core.checkpoint import atomic_write, atomic_write_bytes
+from dlkit.core.errors import DataError
 from dlkit.core.io import text_files
 
 CHUNK_CHARS = 1 << 22  # 4M characters per encoding chunk
@@ -143,19 +142,18 @@ def _signature(files: list[Path]) -> list:
 
 
 def _encode_to(path: Path, files: list[Path], tok) -> int:
+    """Stream the encoded text into ``path`` chunk by chunk (atomically: a failed run leaves no half file)."""
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
     n = 0
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in _iter_chunks(files):
-                ids = tok.encode(chunk).astype(dtype)
-                out.write(ids.tobytes())
-                n += len(ids)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"could not write the token cache '{path}': {e.strerror}") from None
+
+    def write(out) -> None:
+        nonlocal n
+        for chunk in _iter_chunks(files):
+            ids = tok.encode(chunk).astype(dtype)
+            out.write(ids.tobytes())
+            n += len(ids)
+
+    atomic_write(path, write)
     return n
 
 
