@@ -2,7 +2,8 @@
 
     python benchmarks/superres_speed.py [--model srresnet-x4] [--threads 2] [--tile 128]
 
-1. Seconds for x4 of a 256x256 RGB image (model forward only, median of --repeats, after one warm-up).
+1. Seconds for x4 of a 256x256 RGB image (model forward only, median of --repeats, after one warm-up), in fp32
+   and under CPU bf16 autocast (`dlkit superres --precision bf16`).
 2. Peak RSS of a whole `dlkit superres` run (load, upscale with --tile, write PNG) on a 1024x1024 input
    (4096x4096 output), measured from a child process with getrusage.
 3. With CUDA: output megapixels/s in bf16.
@@ -71,14 +72,16 @@ def main() -> None:
     model, meta = infer.load_model(path)
     rng = np.random.default_rng(0)
     lr = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
-    times = []
-    for i in range(args.repeats + 1):
-        t0 = time.perf_counter()
-        infer.upscale_tensor(model, lr, 4)
-        if i:
-            times.append(time.perf_counter() - t0)
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__, "threads": args.threads,
-              "model": label, "x4_256px_seconds": round(statistics.median(times), 2)}
+              "model": label}
+    for prec, amp in (("", None), ("_bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
+        times = []
+        for i in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            infer.upscale_tensor(model, lr, 4, autocast=amp)
+            if i:
+                times.append(time.perf_counter() - t0)
+        result[f"x4_256px_seconds{prec}"] = round(statistics.median(times), 2)
 
     big = tmp / "big.png"
     Image.fromarray(rng.integers(0, 256, (args.big, args.big, 3), dtype=np.uint8)).save(big)

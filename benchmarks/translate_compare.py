@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--preset", default="small")
     ap.add_argument("--vocab-size", type=int, default=5000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200, help="short budgets need a short warmup")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/compare")
     ap.add_argument("--archs", default=",".join(ARCHS))
@@ -40,7 +42,8 @@ def main() -> None:
     for arch in args.archs.split(","):
         out = Path(args.out) / arch
         cmd = [sys.executable, "-m", "dlkit", "translate-train", "--data", args.data, "--pair", args.pair,
-               "--arch", arch, "--preset", args.preset, "--vocab-size", str(args.vocab_size), "--epochs", "100",
+               "--arch", arch, "--preset", args.preset, "--vocab-size", str(args.vocab_size), "--lr", str(args.lr),
+               "--warmup", str(args.warmup), "--epochs", "100",
                "--patience", "0", "--max-time", str(args.minutes), "--device", args.device, "--out", str(out), "-q"]
         subprocess.run(cmd, check=True)
         meta = read_meta(out / "model.safetensors", "translate")

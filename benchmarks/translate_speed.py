@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=100, help="sentences decoded one at a time")
     ap.add_argument("--e2e-runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: the model runs under autocast (as `dlkit translate --precision bf16`)")
     ap.add_argument("--out", default=None, help="write the hypotheses here")
     args = ap.parse_args()
 
@@ -45,12 +48,14 @@ def main() -> None:
     from dlkit.tasks.translate.metrics import bleu
 
     path = resolve_model(args.model, "translate")
-    tr = load_translator(path)
+    tr = load_translator(path, args.device)
     src, ref = read_pairs(*multi30k_files(args.data, args.split, args.pair))
     dc = DecodeConfig(beam=args.beam, batch_size=args.batch_size)
 
+    amp = lambda: torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
     t0 = time.perf_counter()
-    hyps = [r["translation"] for r in translate_stream(tr, src, dc)]
+    with amp():
+        hyps = [r["translation"] for r in translate_stream(tr, src, dc)]
     batched = time.perf_counter() - t0
     out_tokens = sum(len(tr.pipe.encode_tgt(h)) for h in hyps)
     b = bleu(hyps, ref, tr.pipe.tgt_lang)
@@ -61,20 +66,22 @@ def main() -> None:
     one = DecodeConfig(beam=args.beam, batch_size=1)
     sub = src[: args.single]
     t0 = time.perf_counter()
-    for _ in translate_stream(tr, sub, one):
-        pass
+    with amp():
+        for _ in translate_stream(tr, sub, one):
+            pass
     single = time.perf_counter() - t0
 
     e2e = []
     for _ in range(args.e2e_runs):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dlkit", "translate", "-m", str(path), "-q"],
+        subprocess.run([sys.executable, "-m", "dlkit", "translate", "-m", str(path), "-q",
+                        "--precision", args.precision, "--device", args.device],
                        input=src[0] + "\n", text=True, capture_output=True, check=True)
         e2e.append(time.perf_counter() - t0)
 
     res = {
         "model": str(path), "split": args.split, "sentences": len(src), "beam": args.beam,
-        "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "precision": args.precision, "device": args.device, "threads": torch.get_num_threads(),
         "batched_sentences_per_s": round(len(src) / batched, 1),
         "batched_target_tokens_per_s": round(out_tokens / batched, 1),
         "single_sentences_per_s": round(len(sub) / single, 2),

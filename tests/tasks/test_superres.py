@@ -1,6 +1,7 @@
 """Super-resolution: model contract, learning, tiling, model files and resume, CLI end to end (CPU, tiny data)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -305,6 +306,16 @@ def test_cli_eval_table_json_and_compare(invoke, cli_model, tmp_path):
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
     assert Path(res["panel"]).exists() and set(res["metrics"]) == {"bicubic", "tiny-x2"}
+    # the lecture's slide: several models side by side; two files with one name are told apart by path
+    other = tmp_path / "other" / Path(cli_model).name
+    other.parent.mkdir()
+    shutil.copy(cli_model, other)
+    r = invoke("superres", "--hr", hr / "blocks0.png", "--compare", tmp_path / "p2.png", "-m", cli_model, "-m", other,
+               "--json")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads(r.stdout)["metrics"]
+    assert set(m) == {"bicubic", "tiny-x2", str(other)} and m["tiny-x2"] == m[str(other)]
+    assert Image.open(tmp_path / "p2.png").size[0] > Image.open(tmp_path / "panel.png").size[0]
     r = invoke("superres", "-m", cli_model)
     assert r.exit_code == 2
 

@@ -351,3 +351,45 @@ def test_attention_plot_needs_attention(toy_model):
         attention_matrix(plain, "wa wb")
     mat, src, tgt = attention_matrix(tr, "wa wb wc")
     assert mat.shape == (len(tgt), len(src)) and torch.allclose(mat.sum(1), torch.ones(len(tgt)), atol=1e-4)
+
+
+def test_ddp_two_processes_split_each_epoch_and_stay_in_sync(tmp_path):
+    """torchrun with 2 gloo processes: each rank takes half of every epoch's batches, both validate once per
+    epoch in step, only rank 0 talks and writes, and its model file loads and translates."""
+    import os
+
+    write_toy(tmp_path / "toy.tsv", n=400)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    common = ["translate-train", "--tsv", str(tmp_path / "toy.tsv"), "--pair", "xx-yy", "--preset", "tiny",
+              "--vocab-size", "60", "--epochs", "2", "--max-tokens", "400", "--device", "cpu", "--seed", "4", "--json"]
+    one = subprocess.run([sys.executable, "-m", "dlkit", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "dlkit", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ev1 = [json.loads(x) for x in one.stdout.splitlines()]
+    ev2 = [json.loads(x) for x in two.stdout.splitlines()]  # rank 0's events only: one start, one result
+    assert [e["event"] for e in ev2].count("start") == 1 and ev2[-1]["event"] == "result"
+    assert ev2[0]["world_size"] == 2 and two.stderr.count("2 processes") == 1
+    steps1 = [e for e in ev1 if e["event"] == "step"][-1]["step"]
+    steps2 = [e for e in ev2 if e["event"] == "step"][-1]["step"]
+    assert steps2 * 2 in (steps1, steps1 - 1, steps1 - 2)  # each rank half the batches (odd counts drop one)
+    assert len([e for e in ev2 if e["event"] == "eval"]) == 2  # one validation per epoch
+    state = ckpt.load_state(tmp_path / "two" / "model.state.pt")
+    assert state["progress"]["step"] == steps2 and state["progress"]["epoch"] == 2
+    tr = load_translator(tmp_path / "two" / "model.safetensors")
+    assert len(translate_lines(tr, ["wa wb", ""], DecodeConfig(beam=2))) == 2
+
+
+def test_cli_bf16_on_cpu_agrees_with_fp32_and_fp16_is_refused(model_path):
+    lines = ["wa wb wc", "", "wd we", "wb wb wa wc"]
+    args = ["translate", "-m", str(model_path), "--device", "cpu", *lines]
+    fp32 = runner.invoke(app, args)
+    bf16 = runner.invoke(app, [*args, "--precision", "bf16"])
+    assert fp32.exit_code == 0 and bf16.exit_code == 0, bf16.stderr
+    assert fp32.stdout.splitlines() == ["WA WB WC", "", "WD WE", "WB WB WA WC"]
+    assert bf16.stdout.splitlines() == fp32.stdout.splitlines()  # the toy task is easy enough for bf16
+    r = runner.invoke(app, [*args, "--precision", "fp16"])
+    assert r.exit_code == 2 and "needs a GPU" in r.stderr

@@ -112,12 +112,12 @@ DEFAULT_MODEL = "srresnet-x4"
 def superres(
     inputs: Annotated[Optional[list[Path]], typer.Argument(help="LR images or folders to upscale.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (one input) or folder.")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model NAME or .safetensors path, or 'bicubic'; repeat with --eval to compare several.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model NAME or .safetensors path, or 'bicubic'; repeat with --eval or --compare to compare several.")] = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="Upscaling factor (must be the model's: 2, 3 or 4).")] = None,
     tile: Annotated[int, typer.Option("--tile", help="Process the LR in tiles of N px to bound memory (0: whole image).")] = 0,
     overlap: Annotated[int, typer.Option("--overlap", help="LR pixels of context around each tile.")] = 16,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Benchmark on a folder of HR images (Set5, Set14...).")] = None,
-    compare: Annotated[Optional[Path], typer.Option("--compare", help="Write the panel bicubic | model | original here.")] = None,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="Write the panel bicubic | model(s) | original here.")] = None,
     hr: Annotated[Optional[Path], typer.Option("--hr", help="The original HR image for --compare (alone: LR made from it).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow writing over an input file.")] = False,
     device: Device = "auto",
@@ -138,7 +138,7 @@ def superres(
 
       dlkit superres --eval Set5/ --scale 4 --model srresnet-x4 --model runs/srgan/model.safetensors
 
-      dlkit superres --hr butterfly.png --compare panel.png --model srresnet-x4
+      dlkit superres --hr butterfly.png --compare panel.png --model srresnet-x4 --model srgan-x4
     """
     if scale is not None and scale not in _SCALES:
         raise UsageError(f"--scale {scale}: expected 2, 3 or 4")
@@ -165,14 +165,13 @@ def superres(
     report = Reporter(quiet=quiet, json_mode=json_out)
     rt = make_runtime(device, precision, 0, distributed=False)
     names = model or ([DEFAULT_MODEL] if eval_dir is None or _have(DEFAULT_MODEL) else ["bicubic"])
-    if eval_dir is None and len(names) > 1:
-        raise UsageError("give one --model to upscale with (several are for --eval)")
+    if eval_dir is None and compare is None and len(names) > 1:
+        raise UsageError("give one --model to upscale with (several are for --eval and --compare)")
     nets, scale = infer.load_models(names, scale, rt.device)
     if eval_dir is not None:
         _evaluate(eval_dir, nets, scale, tile, rt, report, json_out)
     elif compare is not None:
-        name, net = next(iter(nets.items()), ("bicubic", None))
-        result = infer.compare(net, name, scale, compare, inputs[0] if inputs else None, hr, tile, rt.device, report.warn)
+        result = infer.compare(nets, scale, compare, inputs[0] if inputs else None, hr, tile, rt.device, report.warn)
         for k, v in result["metrics"].items():
             report.info(f"{k}: {v['psnr']:.2f} dB / {v['ssim']:.4f} (Y, x{scale})")
         typer.echo(json.dumps(result) if json_out else result["panel"])

@@ -49,7 +49,7 @@ def load_models(names: list[str], scale: int | None, device="cpu") -> tuple[dict
             continue
         m, meta = load_model(n, device)
         scales.add(check_scale(meta, scale))
-        nets[meta["name"]] = m
+        nets[meta["path"] if meta["name"] in nets else meta["name"]] = m  # two runs' model.safetensors
     if len(scales) > 1:
         raise UsageError(f"the models have different scales ({sorted(scales)}); compare models of one scale")
     return nets, scales.pop() if scales else (scale or 4)
@@ -271,9 +271,10 @@ def upscale_files(inputs: list[Path], out: Path | None, model, scale: int, tile:
     return results
 
 
-def compare(model, name: str, scale: int, panel: Path, lr_path: Path | None = None, hr_path: Path | None = None,
+def compare(models: dict, scale: int, panel: Path, lr_path: Path | None = None, hr_path: Path | None = None,
             tile: int = 0, device="cpu", warn=None) -> dict:
-    """The lecture's panel. With ``hr_path`` the LR is the protocol's (or ``lr_path`` if given) and PSNR/SSIM are shown."""
+    """The lecture's panel: bicubic | each of ``models`` (name -> network) | original. With ``hr_path`` the LR is
+    the protocol's (or ``lr_path`` if given) and PSNR/SSIM are shown under each upscaled image."""
     from dlkit.core.io import load_image
     from dlkit.tasks.superres.panel import write_panel
 
@@ -290,8 +291,7 @@ def compare(model, name: str, scale: int, panel: Path, lr_path: Path | None = No
         raise UsageError(f"--hr is {hr.shape[1]}x{hr.shape[0]} but the input x{scale} is "
                          f"{lr.shape[1] * scale}x{lr.shape[0] * scale}; pass the matching original")
     outs = [("bicubic", bicubic(lr, scale))]
-    if model is not None:
-        outs.append((name, upscale(model, lr, scale, tile, device=device)))
+    outs += [(name, upscale(net, lr, scale, tile, device=device)) for name, net in models.items() if net is not None]
     rows, metrics = [], {}
     for title, img in outs:
         m = sr_metrics(img, hr, scale) if hr is not None else None

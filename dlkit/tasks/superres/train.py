@@ -175,107 +175,124 @@ def build(cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None) -
     return Nets(gen, disc, content, opt_g, opt_d, mcfg, train_pairs, val_pairs, init_meta)
 
 
+class _Run:
+    """One training run's networks, progress and bookkeeping: saving, validation and single steps."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None):
+        self.cfg, self.rt, self.report = cfg, rt, report
+        self.model_path = Path(cfg.out) / MODEL_FILE
+        self.state_file = ckpt.state_path(self.model_path)
+        self.nets = build(cfg, rt, report, state)
+        self.sampler = PatchSampler(self.nets.train_pairs, cfg.scale, cfg.patch, cfg.batch_size, cfg.seed, rt.rank)
+        self.start, self.best, self.elapsed, self.history = 0, -math.inf, 0.0, []
+        if state is not None:
+            self.start, self.best, self.elapsed = state["step"], state["best_val"], state["elapsed"]
+            self.history = state["history"]
+        self.loss_name = self.nets.content.name if self.nets.gan else cfg.loss
+        self.pix = pixel_loss(cfg.loss)
+        self.t0 = time.monotonic()
+
+    def seconds(self) -> float:
+        return self.elapsed + time.monotonic() - self.t0
+
+    def announce(self) -> None:
+        cfg, rt, n, mcfg = self.cfg, self.rt, self.nets, self.nets.mcfg
+        n_params = sum(p.numel() for p in unwrap(n.gen).parameters())
+        self.report.info(f"superres-train: {cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
+                         f"{' + BN' if mcfg.bn else ' (no BN)'}, {n_params / 1e6:.2f}M parameters; "
+                         f"{len(n.train_pairs)} train / {len(n.val_pairs)} val images; device {rt.device}, "
+                         f"{rt.precision}" + (f", {rt.world_size} processes" if rt.distributed else "")
+                         + (f", resuming at step {self.start}" if self.start else ""))
+        if n.gan:
+            self.report.info(f"superres-train: content loss {n.content.name}, adversarial weight {cfg.adv_weight}")
+        self.report.event("start", task=TASK, arch=cfg.arch, params=n_params, step=self.start, steps=cfg.steps,
+                          world_size=rt.world_size, device=str(rt.device), precision=rt.precision,
+                          content_loss=self.loss_name)
+
+    def save(self, step: int, val: float | None, write_model: bool) -> None:
+        if not self.rt.is_main:
+            return
+        cfg, n = self.cfg, self.nets
+        if write_model:
+            meta = model_meta(cfg, n.mcfg, step, val, self.seconds(), len(n.train_pairs), len(n.val_pairs),
+                              self.loss_name, n.init_meta)
+            ckpt.save_model(self.model_path, unwrap(n.gen).state_dict(), meta,
+                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
+        st = {"model": unwrap(n.gen).state_dict(), "optimizer": n.opt_g.state_dict(), "step": step,
+              "best_val": self.best, "elapsed": self.seconds(), "history": self.history, "rng": rng_state(),
+              "config": _plain(asdict(cfg))}
+        if n.gan:
+            st.update(disc=unwrap(n.disc).state_dict(), opt_d=n.opt_d.state_dict())
+        ckpt.save_state(self.state_file, st)
+
+    def evaluate(self, step: int, final: bool = False) -> None:
+        n = self.nets
+        val = validate(unwrap(n.gen), n.val_pairs, self.cfg.scale, self.rt.device) \
+            if (self.rt.is_main and n.val_pairs) else None
+        self.rt.barrier()
+        if val is None:
+            self.save(step, None, write_model=final)
+            return
+        self.history.append({"step": step, "val_psnr": round(val, 3)})
+        # SRResNet keeps its best PSNR; SRGAN keeps its latest generator, since choosing a GAN by PSNR
+        # would pick the least adversarial one (Ledig et al. train for a fixed number of updates).
+        improved = val > self.best or n.gan or final and not self.model_path.exists()
+        self.best = max(self.best, val)
+        self.report.metrics("eval", step=step, val_psnr=round(val, 3), best_val_psnr=round(self.best, 3))
+        self.save(step, val, write_model=improved)
+
+    def step(self, step: int) -> dict[str, float]:
+        """One optimizer step (both networks for srgan) at ``step``; returns the logged losses."""
+        cfg, rt, n = self.cfg, self.rt, self.nets
+        lr = warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
+        set_lr(n.opt_g, lr)
+        lr_img, hr_img = (t.to(rt.device, non_blocking=True) for t in self.sampler.batch(step))
+        if n.gan:
+            set_lr(n.opt_d, lr * (cfg.d_lr or cfg.lr) / cfg.lr)
+            fields = gan_step(n.gen, n.disc, n.content, n.opt_g, n.opt_d, lr_img, hr_img, cfg, rt)
+        else:
+            with rt.autocast():
+                sr = n.gen(lr_img)  # (B, 3, pS, pS)
+                loss = self.pix(sr.float(), hr_img)
+            optimizer_step(loss, n.opt_g, rt.scaler, clip=cfg.clip)
+            fields = {"loss": loss.item()}
+        self.report.event("step", step=step + 1, lr=lr, **fields)
+        return fields
+
+
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     """Train a generator (and, for ``srgan``, a discriminator); returns where the best model went."""
     stop = stop or StopSignal()
     if cfg.arch not in ARCHS:
         raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(ARCHS)} (bicubic needs no training)")
-    out = Path(cfg.out)
-    model_path = out / MODEL_FILE
-    state_file = ckpt.state_path(model_path)
-    state = ckpt.load_state(state_file) if cfg.resume else None
-
-    nets = build(cfg, rt, report, state)
-    gen, disc, content, opt_g, opt_d, mcfg, gan = nets.gen, nets.disc, nets.content, nets.opt_g, nets.opt_d, nets.mcfg, nets.gan
-    train_pairs, val_pairs, init_meta = nets.train_pairs, nets.val_pairs, nets.init_meta
-    sampler = PatchSampler(train_pairs, cfg.scale, cfg.patch, cfg.batch_size, cfg.seed, rt.rank)
-    start, best, elapsed, history = 0, -math.inf, 0.0, []
-    if state is not None:
-        start, best, elapsed, history = state["step"], state["best_val"], state["elapsed"], state["history"]
-
-    n_params = sum(p.numel() for p in unwrap(gen).parameters())
-    report.info(f"superres-train: {cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
-                f"{' + BN' if mcfg.bn else ' (no BN)'}, {n_params / 1e6:.2f}M parameters; {len(train_pairs)} train / "
-                f"{len(val_pairs)} val images; device {rt.device}, {rt.precision}"
-                + (f", {rt.world_size} processes" if rt.distributed else "")
-                + (f", resuming at step {start}" if start else ""))
-    if gan:
-        report.info(f"superres-train: content loss {content.name}, adversarial weight {cfg.adv_weight}")
-    report.event("start", task=TASK, arch=cfg.arch, params=n_params, step=start, steps=cfg.steps,
-                 world_size=rt.world_size, device=str(rt.device), precision=rt.precision,
-                 content_loss=content.name if gan else cfg.loss)
-
-    t0 = time.monotonic()
-
-    def seconds() -> float:
-        return elapsed + time.monotonic() - t0
-
-    def save(step: int, val: float | None, write_model: bool) -> None:
-        if not rt.is_main:
-            return
-        if write_model:
-            meta = model_meta(cfg, mcfg, step, val, seconds(), len(train_pairs), len(val_pairs),
-                              content.name if gan else cfg.loss, init_meta)
-            ckpt.save_model(model_path, unwrap(gen).state_dict(), meta,
-                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
-        st = {"model": unwrap(gen).state_dict(), "optimizer": opt_g.state_dict(), "step": step, "best_val": best,
-              "elapsed": seconds(), "history": history, "rng": rng_state(), "config": _plain(asdict(cfg))}
-        if gan:
-            st.update(disc=unwrap(disc).state_dict(), opt_d=opt_d.state_dict())
-        ckpt.save_state(state_file, st)
-
-    def evaluate(step: int, final: bool = False) -> None:
-        nonlocal best
-        val = validate(unwrap(gen), val_pairs, cfg.scale, rt.device) if (rt.is_main and val_pairs) else None
-        rt.barrier()
-        if val is not None:
-            history.append({"step": step, "val_psnr": round(val, 3)})
-            # SRResNet keeps its best PSNR; SRGAN keeps its latest generator, since choosing a GAN by PSNR
-            # would pick the least adversarial one (Ledig et al. train for a fixed number of updates).
-            improved = val > best or gan or final and not model_path.exists()
-            best = max(best, val)
-            report.metrics("eval", step=step, val_psnr=round(val, 3), best_val_psnr=round(best, 3))
-            save(step, val, write_model=improved)
-        else:
-            save(step, None, write_model=final)
-
-    pix = pixel_loss(cfg.loss)
-    loss_val, step, interrupted = float("nan"), start, False
-    gen.train()
-    with report.progress(cfg.steps, "superres-train", start=start) as update:
-        for step in range(start, cfg.steps):
-            if step % cfg.eval_every == 0 and step > start:
-                evaluate(step)
-            lr = warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
-            set_lr(opt_g, lr)
-            lr_img, hr_img = (t.to(rt.device, non_blocking=True) for t in sampler.batch(step))
-            if gan:
-                set_lr(opt_d, lr * (cfg.d_lr or cfg.lr) / cfg.lr)
-                fields = gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg, rt)
-            else:
-                with rt.autocast():
-                    sr = gen(lr_img)  # (B, 3, pS, pS)
-                    loss = pix(sr.float(), hr_img)
-                optimizer_step(loss, opt_g, rt.scaler, clip=cfg.clip)
-                fields = {"loss": loss.item()}
+    state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE)) if cfg.resume else None
+    run = _Run(cfg, rt, report, state)
+    run.announce()
+    loss_val, step, interrupted = float("nan"), run.start, False
+    run.nets.gen.train()
+    with report.progress(cfg.steps, "superres-train", start=run.start) as update:
+        for step in range(run.start, cfg.steps):
+            if step % cfg.eval_every == 0 and step > run.start:
+                run.evaluate(step)
+            fields = run.step(step)
             loss_val = fields["loss"]
             update(1, **{k: round(v, 5) for k, v in fields.items()})
-            report.event("step", step=step + 1, lr=lr, **fields)
             if stop.poll(step + 1):
                 interrupted, step = True, step + 1
                 break
-            if cfg.max_time and seconds() > cfg.max_time:
+            if cfg.max_time and run.seconds() > cfg.max_time:
                 report.info(f"--max-time reached after step {step + 1}")
                 step += 1
                 break
         else:
             step = cfg.steps
     if interrupted:
-        save(step, None, write_model=False)
-        raise Interrupted(f"interrupted at step {step}; state saved to '{state_file}', continue with --resume")
-    if step > start or not model_path.exists():
-        evaluate(step, final=True)
-    return TrainResult(str(model_path), step, best if best > -math.inf else None, loss_val, seconds(), False, history)
+        run.save(step, None, write_model=False)
+        raise Interrupted(f"interrupted at step {step}; state saved to '{run.state_file}', continue with --resume")
+    if step > run.start or not run.model_path.exists():
+        run.evaluate(step, final=True)
+    best = run.best if run.best > -math.inf else None
+    return TrainResult(str(run.model_path), step, best, loss_val, run.seconds(), False, run.history)
 
 
 def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:

@@ -134,6 +134,7 @@ def translate(
     ref: Annotated[Optional[Path], typer.Option("--ref", help="Reference translations: print BLEU to stderr.")] = None,
     attention_plot: Annotated[Optional[Path], typer.Option("--attention-plot", help="Write the first sentence's alignment heatmap (PNG).")] = None,
     device: Device = "auto",
+    precision: Precision = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -167,14 +168,30 @@ def translate(
 
     report = Reporter(quiet=quiet, json_mode=False)
     path = resolve_model(model, "translate")
-    rt = make_runtime(device, "fp32", 0, distributed=False)
+    rt = make_runtime(device, precision, 0, distributed=False)  # auto: fp32 on the CPU, bf16/fp16 on a GPU
     tr = load_translator(path, rt.device)
     dc = DecodeConfig(beam=beam, n_best=n_best, alpha=length_penalty, max_len_ratio=max_len_ratio, batch_size=batch_size)
     if not text and sys.stdin.isatty():
         dc.batch_size = 1  # typing at a terminal: answer each line at once
     lines = iter_input_lines(text, warn=report.warn)
     hyps: list[str] = []
-    for r in translate_stream(tr, lines, dc, report.warn):
+    with rt.autocast():
+        _write(translate_stream(tr, lines, dc, report.warn), hyps, json_out, n_best)
+    if attention_plot is not None:
+        from dlkit.tasks.translate.infer import plot_attention
+
+        first = next((t for t in (text or []) if t.strip()), None) if text else tr.first_source
+        if first is None:
+            report.warn("no non-blank input line: no attention plot written")
+        else:
+            report.info(f"attention plot: {plot_attention(tr, first, attention_plot)}")
+    if refs is not None:
+        _score(tr, hyps, refs, ref, json_out, report)
+
+
+def _write(results, hyps: list[str], json_out: bool, n_best: int) -> None:
+    """Print each result as it comes (one line per input line, or K for --n-best); flush after each batch."""
+    for r in results:
         flush = r.pop("flush", False)
         hyps.append(r["translation"])
         if json_out:
@@ -186,16 +203,6 @@ def translate(
         if flush:
             sys.stdout.flush()
     sys.stdout.flush()
-    if attention_plot is not None:
-        from dlkit.tasks.translate.infer import plot_attention
-
-        first = next((t for t in (text or []) if t.strip()), None) if text else tr.first_source
-        if first is None:
-            report.warn("no non-blank input line: no attention plot written")
-        else:
-            report.info(f"attention plot: {plot_attention(tr, first, attention_plot)}")
-    if refs is not None:
-        _score(tr, hyps, refs, ref, json_out, report)
 
 
 def _score(tr, hyps: list[str], refs: list[str], ref: Path, json_out: bool, report) -> None:
