@@ -53,7 +53,7 @@ def main() -> None:
         rows.append({"arch": arch, "sacrebleu": b.sacrebleu, "bleu_lc_tok": b.lc_tok, "params": t["params"],
                      "steps": t["steps"], "minutes": round(t["seconds"] / 60, 1), "signature": b.signature})
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| arch | test sacreBLEU | test BLEU (lc tok) | params | steps | train min |\n|---|---|---|---|---|---|")
+    print("\n| arch | test sacreBLEU | test BLEU (lc tok) | params | steps | train min |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['arch']} | {r['sacrebleu']:.1f} | {r['bleu_lc_tok']:.1f} | {r['params'] / 1e6:.1f}M | "
               f"{r['steps']} | {r['minutes']} |")

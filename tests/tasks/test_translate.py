@@ -353,7 +353,7 @@ def test_attention_plot_needs_attention(toy_model):
     assert mat.shape == (len(tgt), len(src)) and torch.allclose(mat.sum(1), torch.ones(len(tgt)), atol=1e-4)
 
 
-def test_ddp_two_processes_split_each_epoch_and_stay_in_sync(tmp_path):
+def test_ddp_two_processes_split_each_epoch(tmp_path):
     """torchrun with 2 gloo processes: each rank takes half of every epoch's batches, both validate once per
     epoch in step, only rank 0 talks and writes, and its model file loads and translates."""
     import os

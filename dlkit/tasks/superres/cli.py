@@ -136,7 +136,7 @@ def superres(
 
       dlkit superres photos/ -o big/ --tile 128
 
-      dlkit superres --eval Set5/ --scale 4 --model srresnet-x4 --model runs/srgan/model.safetensors
+      dlkit superres --eval Set5/ --scale 4 --model srresnet-x4 --model srgan-x4
 
       dlkit superres --hr butterfly.png --compare panel.png --model srresnet-x4 --model srgan-x4
     """

@@ -291,7 +291,7 @@ def compare(models: dict, scale: int, panel: Path, lr_path: Path | None = None, 
         raise UsageError(f"--hr is {hr.shape[1]}x{hr.shape[0]} but the input x{scale} is "
                          f"{lr.shape[1] * scale}x{lr.shape[0] * scale}; pass the matching original")
     outs = [("bicubic", bicubic(lr, scale))]
-    outs += [(name, upscale(net, lr, scale, tile, device=device)) for name, net in models.items() if net is not None]
+    outs += [(name, upscale(net, lr, scale, tile, device=device)) for name, net in models.items()]
     rows, metrics = [], {}
     for title, img in outs:
         m = sr_metrics(img, hr, scale) if hr is not None else None
