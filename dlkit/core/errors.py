@@ -36,3 +36,7 @@ class Interrupted(DlkitError):
     """Training stopped by Ctrl-C or SIGTERM after saving a resumable checkpoint."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class TrainingDiverged(DlkitError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -14,11 +14,14 @@ def optimizer_step(
     params=None,
     clip: float = 0.0,
     step: bool = True,
+    update_scaler: bool = True,
 ) -> float | None:
     """Backward ``loss``; when ``step`` is true also unscale, clip, step, update the scaler and zero grads.
 
     With gradient accumulation call it with ``step=False`` for all micro-batches but the last (and scale
     the loss by 1/accum yourself). A disabled scaler (fp32/bf16) is a no-op, so there is one code path.
+    With two optimizers per iteration (GANs, SRGAN) pass ``update_scaler=False`` to each and call
+    ``scaler.update()`` once after the last one (PyTorch's multi-optimizer AMP recipe).
     Returns the gradient norm before clipping when it was computed.
     """
     scaler.scale(loss).backward()
@@ -31,7 +34,8 @@ def optimizer_step(
             params = [p for g in optimizer.param_groups for p in g["params"]]
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
     scaler.step(optimizer)
-    scaler.update()
+    if update_scaler:
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return norm
 
@@ -65,3 +69,17 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def check_finite(loss: float, step: int, keep: str | None = None) -> None:
+    """Stop training with one line when the loss is NaN or infinite (e.g. ``--lr 1e6``).
+
+    Call it at the logging interval with the already-synchronised float. ``keep`` names what is kept
+    (the last good checkpoint) so the message says where the user's work is.
+    """
+    if math.isfinite(loss):
+        return
+    from dlkit.core.errors import TrainingDiverged
+
+    where = f"; the last good model is kept in {keep}" if keep else ""
+    raise TrainingDiverged(f"training diverged: the loss became {loss} at step {step} (try a lower --lr){where}")

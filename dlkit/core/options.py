@@ -23,3 +23,18 @@ MaxTime = Annotated[
     Optional[float], typer.Option("--max-time", help="Stop training after this many minutes (the state is saved).", rich_help_panel="Training")
 ]
 SaveDtype = Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.", rich_help_panel="Output")]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads for torch (default: measured, see README).", rich_help_panel="Runtime"),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what is already in the output folder/file.", rich_help_panel="Output")
+]
+Lr = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel="Training")]
+Steps = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps to train for.", rich_help_panel="Training")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs to train for.", rich_help_panel="Training")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per batch and process.", rich_help_panel="Training")]
+Data = Annotated[Optional[Path], typer.Option("--data", help="Dataset file or folder (read in place, never copied).")]
+Download = Annotated[
+    bool, typer.Option("--download", help="Allow torchvision to download the dataset (needs internet; never implicit).")
+]

@@ -148,8 +148,16 @@ def _init_distributed() -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
-def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True) -> Runtime:
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count when the user asked for one (``--threads``)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,
+                 threads: int | None = None) -> Runtime:
     """Resolve device and precision once, seed every RNG, join DDP when launched by torchrun."""
+    set_threads(threads)
     rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
     dev = resolve_device(device, local_rank)
     prec = resolve_precision(precision, dev)
