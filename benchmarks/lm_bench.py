@@ -1,6 +1,7 @@
 """Language-model benchmarks (issue 2, section 7). Prints a Markdown table for benchmarks/RESULTS.md.
 
-  python benchmarks/lm_bench.py throughput     # nanoGPT's CPU config through dlkit's training loop
+  python benchmarks/lm_bench.py throughput [NANOGPT_DIR]  # nanoGPT's CPU config: dlkit's loop, and nanoGPT's
+                                                          # own train.py side by side when its checkout is given
   python benchmarks/lm_bench.py sample         # lm-sample with and without the KV cache, 500 tokens
   python benchmarks/lm_bench.py rss            # peak RSS of lm-train on a 100 MB text file
 """
@@ -25,36 +26,76 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def throughput(steps: int = 60, warm: int = 10) -> None:
-    """nanoGPT CPU config: 4 layers, 4 heads, d=128, context 64, batch 12, no dropout, no compile."""
-    import io
+NANOGPT_CPU = ["--device=cpu", "--compile=False", "--dtype=float32", "--eval_iters=1", "--eval_interval=100000",
+               "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128",
+               "--dropout=0.0", "--gradient_accumulation_steps=1", "--always_save_checkpoint=False"]
 
+
+def _dlkit_seconds(data: Path, out: str, steps: int) -> float:
+    """Wall time of dlkit's own training loop for ``steps`` steps of nanoGPT's CPU config."""
     from dlkit.core.report import Reporter
     from dlkit.core.runtime import make_runtime
-    from dlkit.tasks.lm.data import make_text
     from dlkit.tasks.lm.train import TrainConfig, train
 
-    class Clock(io.StringIO):
-        def __init__(self):
-            super().__init__()
-            self.times = []
+    cfg = TrainConfig(data=str(data), out=out, preset="small", dropout=0.0, batch_size=12, steps=steps,
+                      eval_every=10**9, sample_tokens=0, eval_iters=1)
+    t = time.perf_counter()
+    train(cfg, make_runtime("cpu", "fp32", 0, False), Reporter(quiet=True))
+    return time.perf_counter() - t
 
-        def write(self, s):
-            if '"event": "step"' in s:
-                self.times.append(time.perf_counter())
-            return len(s)
 
+def _nanogpt_ms(nanogpt: Path, text: str, steps: int, warm: int) -> float:
+    """Median ms/iter of nanoGPT's own train.py (run from its checkout, outside the project) on the same text."""
+    import pickle
+    import statistics
+
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    data_dir = nanogpt / "data" / "dlkit_bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    n = int(0.9 * len(ids))
+    ids[:n].tofile(data_dir / "train.bin")
+    ids[n:].tofile(data_dir / "val.bin")
+    with open(data_dir / "meta.pkl", "wb") as f:  # nanoGPT's own format, read by nanoGPT only
+        pickle.dump({"vocab_size": len(chars)}, f)
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "train.py", "--dataset=dlkit_bench", f"--out_dir={out}", f"--max_iters={steps}",
+               f"--lr_decay_iters={steps}", *NANOGPT_CPU]
+        log = subprocess.run(cmd, cwd=nanogpt, check=True, capture_output=True, text=True).stdout
+    times = [float(line.split("time ")[1].split("ms")[0]) for line in log.splitlines() if line.startswith("iter ")]
+    return statistics.median(times[warm:])
+
+
+def throughput(steps: int = 60, warm: int = 10, nanogpt: str | None = None, repeats: int = 3) -> None:
+    """nanoGPT's CPU config (4 layers, 4 heads, d=128, context 64, batch 12, no dropout, no compile, fp32).
+
+    dlkit's ms/iter is (time of warm+steps steps - time of warm steps) / steps, so start-up, encoding and the
+    final save cancel out. With ``nanogpt`` (a checkout of karpathy/nanoGPT, e.g. an ignored ``.peers/nanoGPT``)
+    nanoGPT's own train.py runs on the same text in the same session and the ratio comes from this one run.
+    The two alternate ``repeats`` times and each side reports its median, so a burst of load elsewhere on
+    the machine hits both.
+    """
+    import statistics
+
+    from dlkit.tasks.lm.data import make_text
+
+    mine, theirs = [], []
     with tempfile.TemporaryDirectory() as d:
+        text = make_text(500_000)
         data = Path(d) / "text.txt"
-        data.write_text(make_text(500_000))
-        clock = Clock()
-        cfg = TrainConfig(data=str(data), out=d + "/run", preset="small", dropout=0.0, batch_size=12, steps=steps,
-                          eval_every=10**9, sample_tokens=0, eval_iters=1)
-        train(cfg, make_runtime("cpu", "fp32", 0, False), Reporter(quiet=True, json_mode=True, stdout=clock))
-    dt = (clock.times[-1] - clock.times[warm]) / (len(clock.times) - 1 - warm)
-    tps = 12 * 64 / dt
-    print(f"| lm-train, nanoGPT CPU config (4L/4H/128, ctx 64, batch 12, fp32) | {dt * 1000:.1f} ms/iter | "
-          f"{tps:,.0f} tokens/s | {75 / (dt * 1000):.2f}x nanoGPT's 75 ms/iter | {machine()} |")
+        data.write_text(text)
+        for r in range(repeats):
+            short = _dlkit_seconds(data, f"{d}/a{r}", warm)
+            full = _dlkit_seconds(data, f"{d}/b{r}", warm + steps)
+            mine.append((full - short) / steps * 1000)
+            if nanogpt:
+                theirs.append(_nanogpt_ms(Path(nanogpt), text, warm + steps, warm))
+    ms = statistics.median(mine)
+    peer = statistics.median(theirs) if theirs else None
+    ratio = f"nanoGPT {peer:.1f} ms/iter -> **{peer / ms:.2f}x**" if peer else "nanoGPT not run (pass its checkout)"
+    print(f"| lm-train, nanoGPT CPU config (4L/4H/128, ctx 64, batch 12, fp32) | dlkit {ms:.1f} ms/iter, "
+          f"{12 * 64 / ms * 1000:,.0f} tokens/s | {ratio} | {machine()} |")
 
 
 def sample(n: int = 500, model: str | None = None) -> None:
@@ -104,8 +145,8 @@ def rss(mb: int = 100) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what in ("throughput", "all"):
-        throughput()
+        throughput(nanogpt=sys.argv[2] if what == "throughput" and len(sys.argv) > 2 else None)
     if what in ("sample", "all"):
-        sample(model=sys.argv[2] if len(sys.argv) > 2 else None)
+        sample(model=sys.argv[2] if what == "sample" and len(sys.argv) > 2 else None)
     if what in ("rss", "all"):
         rss()

@@ -1,0 +1,64 @@
+"""The default CPU thread count: the cores that are idle right now, measured, not guessed.
+
+On a small machine a second busy process turns every extra torch thread into a straggler: each parallel
+region waits for the thread that shares its core with the other job (benchmarks/threads.py measured a
+2-thread training step 1.4x slower than 1 thread on a 2-core machine with one core taken; with OpenMP's
+default spin-waiting it was 20-40x). So unless the user chose (``--threads``, ``OMP_NUM_THREADS``), dlkit samples
+the CPU's idle time for a moment at start-up and uses that many threads (at least 1).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat, or None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def idle_cores(window: float = 0.05) -> float | None:
+    """How many cores were idle during ``window`` seconds (None where it cannot be measured)."""
+    a = _cpu_times()
+    if a is None:
+        return None
+    time.sleep(window)
+    b = _cpu_times()
+    total = b[1] - a[1]
+    if total <= 0:
+        return None
+    return (b[0] - a[0]) / total * (os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Idle cores (rounded, within the cores this process may use), or all of them if unmeasurable."""
+    n = available_cores()
+    if n <= 1:
+        return 1
+    idle = idle_cores()
+    if idle is None:
+        return n
+    return max(1, min(n, int(idle + 0.5)))
+
+
+def choose_threads(requested: int | None) -> int | None:
+    """The thread count to set: the user's ``--threads``, else none when OMP_NUM_THREADS is set, else measured."""
+    if requested:
+        return int(requested)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return default_threads()
