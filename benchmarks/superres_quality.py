@@ -26,9 +26,9 @@ from dlkit.tasks.superres import infer
 def measure(models: dict, sets: list[Path], scale: int) -> dict:
     out = {}
     for d in sets:
-        images = infer.benchmark_images(d)
+        images, _ = infer.benchmark_images(d)
         t0 = time.perf_counter()
-        res = infer.evaluate(images, scale, models)
+        res, _ = infer.evaluate(images, scale, models)
         out[d.name] = {"images": res.images, "seconds": round(time.perf_counter() - t0, 1),
                        "results": {k: {"psnr": round(v["psnr"], 3), "ssim": round(v["ssim"], 4)} for k, v in res.rows.items()}}
     return out

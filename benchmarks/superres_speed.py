@@ -1,10 +1,10 @@
 """Super-resolution speed and memory on this machine.
 
-    python benchmarks/superres_speed.py [--model srresnet-x4] [--threads 2] [--tile 128]
+    python benchmarks/superres_speed.py [--model srresnet-x4] [--threads 2] [--tile 128 (default: automatic)]
 
 1. Seconds for x4 of a 256x256 RGB image (model forward only, median of --repeats, after one warm-up), in fp32
    and under CPU bf16 autocast (`dlkit superres --precision bf16`).
-2. Peak RSS of a whole `dlkit superres` run (load, upscale with --tile, write PNG) on a 1024x1024 input
+2. Peak RSS of a whole `dlkit superres` run (load, upscale with automatic tiles or --tile, write PNG) on a 1024x1024 input
    (4096x4096 output), measured from a child process with getrusage.
 3. With CUDA: output megapixels/s in bf16.
 Speed depends on the architecture only, so an untrained model of the same config gives the same figures.
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--tile", type=int, default=128)
+    ap.add_argument("--tile", type=int, default=None, help="LR tile side for the big run (default: dlkit's automatic tiles)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--big", type=int, default=1024)
     args = ap.parse_args()
@@ -74,11 +74,14 @@ def main() -> None:
     lr = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__, "threads": args.threads,
               "model": label}
-    for prec, amp in (("", None), ("_bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
+    from dlkit.core.runtime import make_runtime
+
+    for prec, name in (("", "fp32"), ("_bf16", "bf16")):
+        rt = make_runtime("cpu", name, 0, distributed=False, threads=args.threads)
         times = []
         for i in range(args.repeats + 1):
             t0 = time.perf_counter()
-            infer.upscale_tensor(model, lr, 4, autocast=amp)
+            infer.upscale_tensor(model, lr, 4, tile=0, rt=rt)
             if i:
                 times.append(time.perf_counter() - t0)
         result[f"x4_256px_seconds{prec}"] = round(statistics.median(times), 2)
@@ -88,12 +91,13 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "dlkit", "superres", str(big), "-o", str(tmp / "big_x4.png"), "-m", path,
-                          "--tile", str(args.tile), "--device", "cpu", "-q"], capture_output=True, text=True, env=env)
+                          *(["--tile", str(args.tile)] if args.tile is not None else []), "--device", "cpu", "-q"], capture_output=True, text=True, env=env)
     if run.returncode != 0:
         raise SystemExit(run.stderr)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result.update({f"x4_{args.big}px_tile{args.tile}_seconds": round(time.perf_counter() - t0, 1),
-                   f"x4_{args.big}px_tile{args.tile}_peak_rss_mib": round(peak_kib / 1024),
+    tile = "auto" if args.tile is None else args.tile
+    result.update({f"x4_{args.big}px_tile{tile}_seconds": round(time.perf_counter() - t0, 1),
+                   f"x4_{args.big}px_tile{tile}_peak_rss_mib": round(peak_kib / 1024),
                    "output": list(Image.open(tmp / "big_x4.png").size)})
     if torch.cuda.is_available():
         m = model.cuda()

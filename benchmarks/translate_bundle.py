@@ -47,7 +47,7 @@ def main() -> None:
     from dlkit.core import checkpoint as ckpt
     from dlkit.tasks.translate.data import multi30k_files, read_pairs
     from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines
-    from dlkit.tasks.translate.metrics import bleu
+    from dlkit.text.bleu import translation_bleu as bleu
 
     tensors, meta = ckpt.load_model_file(args.model, "translate")
     tr = load_translator(args.model)

@@ -35,7 +35,7 @@ def main() -> None:
     from dlkit.core.checkpoint import read_meta
     from dlkit.tasks.translate.data import multi30k_files, read_pairs
     from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines
-    from dlkit.tasks.translate.metrics import bleu
+    from dlkit.text.bleu import translation_bleu as bleu
 
     src, ref = read_pairs(*multi30k_files(args.data, "test_2016_flickr", args.pair))
     rows = []

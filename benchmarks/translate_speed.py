@@ -45,17 +45,18 @@ def main() -> None:
     from dlkit.core.zoo import resolve_model
     from dlkit.tasks.translate.data import multi30k_files, read_pairs
     from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_stream
-    from dlkit.tasks.translate.metrics import bleu
+    from dlkit.text.bleu import translation_bleu as bleu
+
+    from dlkit.core.runtime import make_runtime
 
     path = resolve_model(args.model, "translate")
-    tr = load_translator(path, args.device)
+    rt = make_runtime(args.device, args.precision, 0, distributed=False)  # bf16: the model runs under autocast
+    tr = load_translator(path, rt)
     src, ref = read_pairs(*multi30k_files(args.data, args.split, args.pair))
     dc = DecodeConfig(beam=args.beam, batch_size=args.batch_size)
 
-    amp = lambda: torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
     t0 = time.perf_counter()
-    with amp():
-        hyps = [r["translation"] for r in translate_stream(tr, src, dc)]
+    hyps = [r["translation"] for r in translate_stream(tr, src, dc)]
     batched = time.perf_counter() - t0
     out_tokens = sum(len(tr.pipe.encode_tgt(h)) for h in hyps)
     b = bleu(hyps, ref, tr.pipe.tgt_lang)
@@ -66,9 +67,8 @@ def main() -> None:
     one = DecodeConfig(beam=args.beam, batch_size=1)
     sub = src[: args.single]
     t0 = time.perf_counter()
-    with amp():
-        for _ in translate_stream(tr, sub, one):
-            pass
+    for _ in translate_stream(tr, sub, one):
+        pass
     single = time.perf_counter() - t0
 
     e2e = []

@@ -9,22 +9,36 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import typer
+# OpenMP threads that wait passively: with the default spin-waiting, a second busy process on this
+# 2-core machine made 2 torch threads 20-40x slower than 1. Must be set before torch (libgomp) loads,
+# which no import below does. An explicit OMP_WAIT_POLICY from the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402
 from typer.core import TyperGroup
 
 from dlkit import __version__
-from dlkit.core.errors import EXIT_INTERRUPTED, DlkitError
+from dlkit.core.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, DlkitError
+from dlkit.core.io import results
 
 # Each entry is a module with a Typer ``app``; its commands appear at the top level.
 from dlkit import info
 from dlkit.tasks.lm import cli as lm_cli
 from dlkit.tasks.translate import cli as translate_cli
 from dlkit.tasks.superres import cli as superres_cli
+from dlkit.tasks.caption import cli as caption_cli
+from dlkit.tasks.adversarial import cli as adversarial_cli
+from dlkit.tasks.gan import cli as gan_cli
+from dlkit.tasks.random_labels import cli as random_labels_cli
 
 TASK_APPS = [
     lm_cli.app,
     translate_cli.app,
     superres_cli.app,
+    caption_cli.app,
+    adversarial_cli.app,
+    gan_cli.app,
+    random_labels_cli.app,
     info.app,
 ]
 
@@ -40,27 +54,31 @@ class DlkitGroup(TyperGroup):
         return list(self.commands)  # keep the order of the list above, not alphabetical
 
     def invoke(self, ctx):
+        results.closed = False
         try:
-            return super().invoke(ctx)
+            value = super().invoke(ctx)
         except DlkitError as e:
             if _debug():
                 raise
-            _error_line(str(e))
+            if str(e):
+                _error_line(str(e))
             ctx.exit(e.exit_code)
         except BrokenPipeError:
-            # `dlkit translate < big.txt | head -1`: the reader left; stop quietly, as `cat` does.
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
-            ctx.exit(0)
+            # `dlkit translate < big.txt | head -1` with a write that bypassed core.io.results: the reader
+            # left; stop without a message, as `cat` does, but never with exit 0 (policy in core.io).
+            _silence_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except KeyboardInterrupt:
             if _debug():
                 raise
             _error_line("interrupted")
             ctx.exit(EXIT_INTERRUPTED)
         except Exception as e:  # a bug, not bad input: still one line, the traceback behind --debug
+            if _is_click_usage_error(e) and not _debug():
+                # Typer's range checks (min=/max=/enums) and missing options: one line, like every error
+                name = ctx.invoked_subcommand or ""
+                _error_line(f"{e.format_message()} (see 'dlkit {name} --help')".replace("dlkit  --", "dlkit --"))
+                ctx.exit(e.exit_code)
             if _debug() or _is_click_control(e):
                 raise
             if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, any training command
@@ -69,6 +87,22 @@ class DlkitGroup(TyperGroup):
                 ctx.exit(1)
             _error_line(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)")
             ctx.exit(1)
+        if results.closed:  # an inference command finished its work but could not print all results
+            ctx.exit(EXIT_BROKEN_PIPE)
+        return value
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _is_click_usage_error(e: Exception) -> bool:
+    """click.UsageError/BadParameter (matched by shape: Typer may vendor click)."""
+    return hasattr(e, "format_message") and hasattr(e, "show") and getattr(e, "exit_code", None) == 2
 
 
 def _is_click_control(e: Exception) -> bool:
@@ -130,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name="dlkit")
     except BrokenPipeError:
-        # `dlkit translate < big.txt | head -1`: stop quietly, as `cat` does.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        # `dlkit translate < big.txt | head -1`: stop quietly, as `cat` does, with cat's exit status.
+        _silence_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)

@@ -25,6 +25,27 @@ def _human(n: float, unit: str = "B") -> str:
     return str(n)
 
 
+CPU_WHEEL = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+
+
+def cpu_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): there ``--precision bf16`` pays off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    try:  # no /proc (macOS, Windows): ask torch's dispatcher
+        import torch
+
+        return "AMX" in torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - best effort only
+        return False
+
+
 def doctor_report() -> dict:
     import torch
     import torchvision
@@ -40,6 +61,12 @@ def doctor_report() -> dict:
             gpus.append({"index": i, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
                          "capability": f"{p.major}.{p.minor}"})
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    cpu16 = cpu_bf16()
+    rows = list_models()
+    warnings = [f"skipping a model file: {m['error']}" for m in rows if "error" in m]
+    if torch.version.cuda and not cuda:
+        warnings.append(f"torch {torch.__version__} is a CUDA build but no CUDA GPU is usable here: the CPU wheel is "
+                        f"much smaller: {CPU_WHEEL}")
     return {
         "dlkit": __version__,
         "python": platform.python_version(),
@@ -49,12 +76,15 @@ def doctor_report() -> dict:
         "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
         "gpus": gpus,
-        "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
+        "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()) or cpu16,
+        "cpu_bf16": cpu16,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mps_available": mps,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "dlkit_home": str(__import__("dlkit.core.zoo", fromlist=["home_dir"]).home_dir()),
-        "models": [m["name"] for m in list_models() if "error" not in m],
+        "models": [m["name"] for m in rows if "error" not in m],
+        "warnings": warnings,
     }
 
 
@@ -65,8 +95,10 @@ def doctor(json_out: Json = False) -> None:
     Example: dlkit doctor --json
     """
     r = doctor_report()
+    for w in r["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
     if json_out:
-        typer.echo(json.dumps(r, indent=2))
+        typer.echo(json.dumps(r))
         return
     lines = [
         f"dlkit        {r['dlkit']}",
@@ -77,13 +109,22 @@ def doctor(json_out: Json = False) -> None:
     for g in r["gpus"]:
         lines.append(f"  GPU {g['index']}      {g['name']}, {g['memory_gb']} GiB, sm {g['capability']}")
     lines += [
-        f"bf16         {'yes' if r['bf16_supported'] else 'no (CPU runs fp32 by default)'}",
+        f"bf16         {_bf16_line(r)}",
         f"MPS          {'yes' if r['mps_available'] else 'no'}",
         f"threads      {r['threads']} (of {r['cpu_count']} CPUs)",
         f"DLKIT_HOME   {r['dlkit_home']}",
         f"models       {', '.join(r['models']) or 'none found'}",
     ]
     typer.echo("\n".join(lines))
+
+
+def _bf16_line(r: dict) -> str:
+    if r["cpu_bf16"]:
+        gpu = " and on the GPU" if r["cuda_available"] and r["bf16_supported"] else ""
+        return f"yes on this CPU (AVX512-BF16/AMX{gpu}): --precision bf16 runs natively (try it for training)"
+    if r["bf16_supported"]:
+        return "yes (GPU)"
+    return "no (CPU runs fp32 by default)"
 
 
 @models_app.callback()
@@ -97,8 +138,13 @@ def models(ctx: typer.Context, json_out: Json = False) -> None:
     from dlkit.core.zoo import list_models
 
     rows = list_models()
+    for m in rows:
+        if "error" in m:  # one broken file must not hide the others
+            typer.echo(f"warning: skipping a model file: {m['error']}", err=True)
+    rows = [m for m in rows if "error" not in m]
     if json_out:
-        typer.echo(json.dumps(rows, indent=2))
+        for m in rows:  # JSON Lines: one model per line
+            typer.echo(json.dumps(m))
         return
     if not rows:
         typer.echo("no models found", err=True)
@@ -106,9 +152,6 @@ def models(ctx: typer.Context, json_out: Json = False) -> None:
     header = f"{'name':<22} {'task':<10} {'params':>8} {'size':>9}  {'data':<28} metric"
     typer.echo(header)
     for m in rows:
-        if "error" in m:
-            typer.echo(f"{m['name']:<22} unreadable: {m['error']}")
-            continue
         typer.echo(
             f"{m['name']:<22} {m['task'] or '?':<10} {_human(m['parameters'], ''):>8} {_human(m['size_bytes']):>9}  "
             f"{str(m['data'] or '-')[:28]:<28} {m['metric'] or '-'}"
@@ -127,7 +170,7 @@ def models_show(name: Annotated[str, typer.Argument(help="Model NAME or path.")]
     path = resolve_model(name)
     meta = read_meta(path)
     if json_out:
-        typer.echo(json.dumps(meta, indent=2))
+        typer.echo(json.dumps(meta))
         return
     card = card_path(path)
     if card.exists():

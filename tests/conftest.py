@@ -20,6 +20,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+class StopAt:
+    """A StopSignal that asks a training loop to stop at optimizer step ``step`` (interrupt + resume tests).
+
+    Subclasses dlkit.core.interrupt.StopSignal lazily so that importing conftest stays cheap."""
+
+    def __new__(cls, step: int):
+        from dlkit.core.interrupt import StopSignal
+
+        class _StopAt(StopSignal):
+            def __init__(self, at: int):
+                super().__init__()
+                self.step = at
+
+            def poll(self, step: int) -> bool:
+                self.armed = True
+                return step == self.step
+
+        return _StopAt(step)
+
+
 @pytest.fixture
 def runner():
     from typer.testing import CliRunner

@@ -54,11 +54,95 @@ def test_version(invoke):
 def test_doctor_json(invoke):
     r = invoke("doctor", "--json")
     assert r.exit_code == 0
+    assert len(r.stdout.splitlines()) == 1  # one JSON document per line, as --json promises everywhere
     info = json.loads(r.stdout)
     import torch
 
     assert info["torch"] == torch.__version__ and info["cuda_available"] == torch.cuda.is_available()
     assert isinstance(info["models"], list) and info["threads"] >= 1
+    assert isinstance(info["cpu_bf16"], bool) and info["bf16_supported"] >= info["cpu_bf16"]
+
+
+def test_doctor_bf16_on_cpu_and_cuda_build_without_gpu(invoke, monkeypatch):
+    import torch
+
+    import dlkit.info as info
+
+    monkeypatch.setattr(info, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    r = invoke("doctor")
+    assert r.exit_code == 0 and "bf16         yes on this CPU" in r.stdout
+    assert "is a CUDA build but no CUDA GPU" in r.stderr and "download.pytorch.org/whl/cpu" in r.stderr
+
+
+def test_cpu_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    import dlkit.info as info
+
+    real_open = builtins.open
+    for flags, want in [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx2", False)]:
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(fake if p == "/proc/cpuinfo" else p, *a, **k))
+        assert info.cpu_bf16() is want
+        monkeypatch.setattr(builtins, "open", real_open)
+
+
+def test_broken_model_files_in_home_are_skipped_with_a_warning(invoke, tmp_path, monkeypatch):
+    import struct
+
+    import torch
+
+    from dlkit.core.checkpoint import save_model
+
+    monkeypatch.setenv("DLKIT_HOME", str(tmp_path))
+    models = tmp_path / "models"
+    models.mkdir()
+    save_model(models / "good.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
+    for name, header in [("badjson", {"__metadata__": {"dlkit": "{oops"}}),
+                         ("notdict", {"__metadata__": {"dlkit": "{}"}, "w": [1, 2]})]:
+        raw = json.dumps(header).encode()
+        (models / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    (models / "junk.safetensors").write_bytes(b"\x00" * 50)
+    for args in (["models"], ["models", "--json"], ["doctor"], ["doctor", "--json"]):
+        r = invoke(*args)
+        assert r.exit_code == 0, (args, r.stderr)
+        assert r.stderr.count("warning: skipping a model file: ") >= 3 and "unexpected" not in r.stderr
+    r = invoke("models", "--json")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert "good" in {m["name"] for m in rows} and not {"badjson", "notdict", "junk"} & {m["name"] for m in rows}
+    r = invoke("models", "show", "badjson")
+    assert r.exit_code == 1 and "broken dlkit metadata" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_usage_errors_are_one_line(invoke):
+    for args, what in [(["lm-sample", "--top-k", "0"], "--top-k"), (["lm-train"], "Missing option '--data'"),
+                       (["lm-train", "--data", "x", "--preset", "huge"], "--preset")]:
+        r = invoke(*args)
+        assert r.exit_code == 2 and what in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_closed_stdout_is_never_success(invoke, monkeypatch):
+    import dlkit.info as info
+
+    def closed(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(info, "doctor_report", closed)
+    r = invoke("doctor")
+    assert r.exit_code == 141 and r.stderr == ""
+
+
+def test_passive_openmp_wait_policy_is_set_before_torch_loads():
+    code = "import os, dlkit.cli, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.strip() == "PASSIVE", r.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice wins
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.strip() == "ACTIVE"
 
 
 def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch):
@@ -72,12 +156,14 @@ def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch)
                {"task": "lm", "headline": "val loss 1.23", "training": {"data": "x.txt"}})
     (tmp_path / "models" / "mine.md").write_text("# mine\nA card.\n")
     r = invoke("models", "--json")
-    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    rows = {m["name"]: m for m in map(json.loads, r.stdout.splitlines())}
     assert rows["mine"]["parameters"] == 30 and rows["mine"]["task"] == "lm" and rows["mine"]["where"] == "home"
     r = invoke("models")
     assert "mine" in r.stdout and "val loss 1.23" in r.stdout
     r = invoke("models", "show", "mine")
     assert r.exit_code == 0 and r.stdout == "# mine\nA card.\n"
+    r = invoke("models", "show", "mine", "--json")
+    assert len(r.stdout.splitlines()) == 1 and json.loads(r.stdout)["headline"] == "val loss 1.23"
     r = invoke("models", "show", "nothing-here")
     assert r.exit_code == 1 and "no model named 'nothing-here'" in r.stderr
 

@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `cat big | head -1`
 
 
 class DlkitError(Exception):
@@ -40,3 +41,12 @@ class Interrupted(DlkitError):
 
 class TrainingDiverged(DlkitError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StdoutClosed(DlkitError):
+    """The reader of stdout left (``dlkit ... | head``). See :mod:`dlkit.core.io` for the policy.
+
+    Exit code 141 (128 + SIGPIPE, what the shell reports for ``cat`` in the same place), so a pipeline with
+    ``set -o pipefail`` sees that not everything was delivered. An empty message prints nothing."""
+
+    exit_code = EXIT_BROKEN_PIPE

@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps", rich_help_panel="Runtime")]
-Precision = Annotated[
-    str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs, fp32 on CPU)", rich_help_panel="Runtime")
-]
+
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result on CPU).", rich_help_panel="Runtime")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON Lines on stdout.", rich_help_panel="Output")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.", rich_help_panel="Output")]
@@ -20,9 +18,32 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue from the traini
 Model = Annotated[str, typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
 OptModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
 MaxTime = Annotated[
-    Optional[float], typer.Option("--max-time", help="Stop training after this many minutes (the state is saved).", rich_help_panel="Training")
+    Optional[float], typer.Option("--max-time", min=0.0, help="Stop this run after this many minutes of training (the state is saved; "
+                 "with --resume only the new run's time counts).", rich_help_panel="Training")
 ]
-SaveDtype = Annotated[str, typer.Option("--save-dtype", help="fp32 or fp16 weights in the model file.", rich_help_panel="Output")]
+
+
+def choice(*values: str):
+    """A Typer callback that accepts only ``values`` for a str option: a usage error (exit 2, one line) otherwise.
+
+    Like an Enum, but the command keeps receiving a plain str (configs and saved states stay plain values)."""
+
+    def check(value):
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
+        return value
+
+    return check
+
+
+Precision = Annotated[
+    str, typer.Option("--precision", callback=choice("auto", "fp32", "bf16", "fp16"),
+                      help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs, fp32 on CPU)", rich_help_panel="Runtime")
+]
+SaveDtype = Annotated[
+    str, typer.Option("--save-dtype", callback=choice("fp32", "fp16"), help="fp32 or fp16 weights in the model file.",
+                      rich_help_panel="Output")
+]
 Threads = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, help="CPU threads for torch (default: measured, see README).", rich_help_panel="Runtime"),

@@ -32,8 +32,12 @@ class Reporter:
         clock: Callable[[], float] = time.monotonic,
         plain_interval: float = 30.0,
     ):
+        from dlkit.core.io import result_stream
+
         self.stderr = stderr if stderr is not None else sys.stderr
         self.stdout = stdout if stdout is not None else sys.stdout
+        self._results = result_stream(stdout)
+        self.on_stdout_closed: Callable[[], None] | None = None  # training: stop and save (core.training)
         rank = int(os.environ.get("RANK", "0") or 0)
         self.silent = rank != 0  # under torchrun only rank 0 talks
         self.quiet = quiet or self.silent
@@ -72,10 +76,20 @@ class Reporter:
             print(f"warning: {msg}", file=self.stderr, flush=True)
 
     # -------------------------------------------------------------- events (stdout, --json)
+    @property
+    def stdout_closed(self) -> bool:
+        return self._results.closed
+
+    def result(self, text: str) -> bool:
+        """A result line on stdout (closed-stdout policy of :mod:`dlkit.core.io`); False once closed."""
+        ok = self._results.line(text)
+        if not ok and self.on_stdout_closed is not None:
+            self.on_stdout_closed()
+        return ok
+
     def event(self, kind: str, **fields: Any) -> None:
         if self.json_mode:
-            self.stdout.write(json.dumps({"event": kind, **fields}, default=_fmt_json) + "\n")
-            self.stdout.flush()
+            self.result(json.dumps({"event": kind, **fields}, default=_fmt_json))
 
     def metrics(self, kind: str = "metrics", **m: Any) -> None:
         """A line of metrics for people and an event for machines."""

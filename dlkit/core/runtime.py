@@ -149,9 +149,12 @@ def _init_distributed() -> tuple[int, int, int]:
 
 
 def set_threads(threads: int | None) -> None:
-    """Set torch's CPU thread count when the user asked for one (``--threads``)."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    """Set torch's CPU threads: ``--threads`` if given, else the idle cores measured now (core/threads.py)."""
+    from dlkit.core.threads import choose_threads
+
+    n = choose_threads(threads)
+    if n:
+        torch.set_num_threads(n)
 
 
 def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,

@@ -44,6 +44,7 @@ def describe(path: Path, where: str) -> dict[str, Any]:
     """One row of `dlkit models`: name, task, parameters, size, data and headline metric."""
     header = read_header(path)
     meta = read_meta(path)
+    training = meta.get("training")
     params = 0
     for k, v in header.items():
         if k == "__metadata__" or k in meta.get("aliases", {}):
@@ -60,13 +61,15 @@ def describe(path: Path, where: str) -> dict[str, Any]:
         "arch": meta.get("arch"),
         "parameters": params,
         "size_bytes": path.stat().st_size,
-        "data": (meta.get("training") or {}).get("data"),
-        "metric": meta.get("headline"),
+        "data": training.get("data") if isinstance(training, dict) else None,
+        "metric": meta.get("headline") if isinstance(meta.get("headline"), str) else None,
         "card": str(card_path(path)) if card_path(path).exists() else None,
     }
 
 
 def list_models() -> list[dict[str, Any]]:
+    """Every model found, bundled and in $DLKIT_HOME/models. A file that cannot be read (broken metadata,
+    no permission) becomes a row with an ``error`` instead of breaking the listing for every other model."""
     rows = []
     for where, d in search_dirs():
         if not d.is_dir():
@@ -74,6 +77,6 @@ def list_models() -> list[dict[str, Any]]:
         for p in sorted(d.glob("*.safetensors")):
             try:
                 rows.append(describe(p, where))
-            except DlkitError as e:
+            except (DlkitError, OSError) as e:
                 rows.append({"name": p.stem, "where": where, "path": str(p), "error": str(e)})
     return rows

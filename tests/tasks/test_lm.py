@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import StopAt
 
 from dlkit.core.errors import Interrupted
-from dlkit.core.interrupt import StopSignal
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
 from dlkit.tasks.lm.data import CharTokenizer, make_text, prepare_corpus
-from dlkit.tasks.lm.infer import filter_logits, generate
+from dlkit.tasks.lm.infer import filter_logits, generate, load_lm
 from dlkit.tasks.lm.model import GPT, preset
-from dlkit.tasks.lm.train import TrainConfig, load_lm, train
+from dlkit.tasks.lm.train import TrainConfig, train
 
 
 @pytest.fixture
@@ -86,6 +86,7 @@ def test_top_k_and_top_p_filtering():
     assert p[0, 0] == pytest.approx(1.0)
     cold = filter_logits(logits, 0.1, None, None)
     assert cold[0, 0] > 0.99
+    assert filter_logits(logits, 0.0, 2, 0.9).tolist() == [[1.0, 0.0, 0.0, 0.0]]  # temperature 0: greedy
 
 
 def test_char_tokenizer_round_trip_and_unknown():
@@ -122,15 +123,6 @@ def test_memmapped_corpus_is_reused_and_split_90_10(tmp_path, corpus_file):
 
 
 # ------------------------------------------------------------------ 3. checkpoints and resume
-class StopAt(StopSignal):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def poll(self, step):
-        return step == self.step
-
-
 def _state(run_dir):
     from dlkit.core.checkpoint import load_state
 
@@ -182,12 +174,14 @@ def test_cli_train_stdout_has_only_the_model_path(invoke, tmp_path, corpus_file)
 
 
 def test_cli_train_json_events(invoke, tmp_path, corpus_file):
-    r = invoke("lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 6, "--eval-every", 3,
-               "--eval-iters", 1, "--out", tmp_path / "o", "--json", "--quiet")
+    r = invoke("lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 12, "--eval-every", 3,
+               "--eval-iters", 1, "--out", tmp_path / "o", "--json", "--quiet", "--log-every", 5)
     assert r.exit_code == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "result" and kinds.count("step") == 6 and "eval" in kinds
+    assert kinds[0] == "start" and kinds[-1] == "result" and "eval" in kinds
+    # the loss is read from the device only at the logging interval (and at the last step)
+    assert [e["step"] for e in events if e["event"] == "step"] == [5, 10, 12]
     assert r.stderr == ""
 
 
@@ -202,13 +196,30 @@ def test_cli_sample_streams_and_json(invoke, trained):
     assert [x["sample"] for x in rows] == [0, 1] and all(x["new_tokens"] == 12 for x in rows)
 
 
+def test_cli_sample_is_fresh_without_seed_and_reports_the_seed(invoke, trained):
+    runs = [json.loads(invoke("lm-sample", "--model", trained, "-n", 40, "--json").stdout) for _ in range(2)]
+    assert runs[0]["seed"] != runs[1]["seed"] and runs[0]["text"] != runs[1]["text"]
+    again = json.loads(invoke("lm-sample", "--model", trained, "-n", 40, "--json", "--seed", runs[0]["seed"]).stdout)
+    assert again["text"] == runs[0]["text"]  # the printed seed reproduces the sample
+
+
+def test_cli_sample_precision_and_threads(invoke, trained):
+    r = invoke("lm-sample", "--model", trained, "-n", 20, "--precision", "bf16", "--threads", 1, "--seed", 1,
+               "--temperature", 0)
+    assert r.exit_code == 0, r.stderr
+    r = invoke("lm-sample", "--model", trained, "--precision", "fp16", "--device", "cpu")
+    assert r.exit_code == 2 and "fp16 needs a GPU" in r.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--temperature", "0"], "--temperature must be greater than 0"),
-        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--temperature", "-1"], "Invalid value for '--temperature'"),
+        (["--top-k", "0"], "Invalid value for '--top-k'"),
+        (["--top-p", "1.5"], "Invalid value for '--top-p'"),
         (["--prompt", "ZZZ§"], "does not know"),
-        (["--max-new-tokens", "-1"], "must not be negative"),
+        (["--max-new-tokens", "-1"], "Invalid value for '--max-new-tokens'"),
+        (["--threads", "0"], "Invalid value for '--threads'"),
     ],
 )
 def test_cli_sample_bad_input(invoke, trained, args, message):
@@ -239,7 +250,10 @@ def test_cli_bad_models(invoke, tmp_path):
         (b"\x00\x01\x02binary", [], "looks binary"),
         ("d\xe9j\xe0 vu".encode("latin-1") * 10, [], "not UTF-8"),
         (b"short text", [], "fewer than one context window"),
-        (b"abc " * 2000, ["--steps", "-3"], "--steps must be at least 1"),
+        (b"abc " * 2000, ["--steps", "-3"], "Invalid value for '--steps'"),
+        (b"abc " * 2000, ["--block-size", "0"], "Invalid value for '--block-size'"),
+        (b"abc " * 2000, ["--preset", "huge"], "Invalid value for '--preset'"),
+        (b"abc " * 2000, ["--lr", "0"], "Invalid value for '--lr'"),
     ],
 )
 def test_cli_train_bad_data(invoke, tmp_path, content, extra, message):
@@ -248,7 +262,7 @@ def test_cli_train_bad_data(invoke, tmp_path, content, extra, message):
         data.write_bytes(content)
     r = invoke("lm-train", "--data", data, "--preset", "tiny", "--out", tmp_path / "o", *extra)
     assert r.exit_code != 0 and message in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_unwritable_output(invoke, tmp_path, corpus_file):
@@ -328,7 +342,150 @@ def test_gpu_bf16_training_step_and_sampling(tmp_path, corpus_file):
 
 def test_sample_into_a_closed_pipe_ends_quietly(trained):
     # `dlkit lm-sample ... | head -c 10`: head leaves early; dlkit stops without a BrokenPipe traceback
-    cmd = f"{sys.executable} -m dlkit lm-sample --model {trained} -n 20000 | head -c 10"
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120, env=_env())
-    assert len(r.stdout) == 10
+    # (policy in dlkit.core.io: an inference command stops printing and exits 141, as `cat` would)
+    cmd = f"set -o pipefail; {sys.executable} -m dlkit lm-sample --model {trained} -n 20000 | head -c 10"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120, env=_env())
+    assert len(r.stdout) == 10 and r.returncode == 141
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and "error" not in r.stderr
+
+
+# ------------------------------------------------------------------ hardening (issue 9)
+def _hostile(path, trained, **changes):
+    """A copy of the trained model whose metadata is changed (tensors untouched)."""
+    from dlkit.core.checkpoint import load_model_file, save_model
+
+    tensors, meta = load_model_file(trained)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "aliases")}
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    save_model(path, tensors, meta)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"config": {"n_layer": 100000}}, "far larger than"),
+    ({"config": {"n_embd": 64}}, "is stored as"),
+    ({"config": {"n_layer": "six"}}, "field 'n_layer' should be int"),
+    ({"config": {"n_head": 3}}, "not a multiple of n_head"),
+    ({"config": None}, "no config"),
+    ({"tokenizer": {"type": "char"}}, "no usable tokenizer"),
+])
+def test_sample_refuses_models_whose_config_does_not_match_their_tensors(invoke, trained, tmp_path, change, message):
+    from dlkit.core.checkpoint import read_meta
+
+    cfg = change.get("config", {})
+    meta_cfg = None if cfg is None else {**read_meta(trained)["config"], **cfg}
+    extra = {k: v for k, v in change.items() if k != "config"}
+    bad = _hostile(tmp_path / "bad.safetensors", trained, **({"config": meta_cfg} if "config" in change else {}), **extra)
+    r = invoke("lm-sample", "--model", bad, "-n", 5)
+    assert r.exit_code == 1 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "unexpected" not in r.stderr
+
+
+def test_lr_1e6_stops_with_one_line_and_keeps_the_last_good_model(invoke, tmp_path, corpus_file):
+    out = tmp_path / "o"
+    common = ["lm-train", "--data", corpus_file, "--preset", "tiny", "--eval-every", 3, "--eval-iters", 1,
+              "--sample-tokens", 0, "--warmup", 0, "--out", out, "--quiet"]
+    r = invoke(*common, "--steps", 200, "--lr", "1e6", "--log-every", 1)
+    assert r.exit_code == 1 and "training diverged: the loss became" in r.stderr and "lower --lr" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    # a run with a good model, resumed with a crazy learning rate: the good model stays, and is named
+    r = invoke(*common, "--steps", 3, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    good = (out / "model.safetensors").read_bytes()
+    r = invoke(*common, "--steps", 200, "--lr", "1e6", "--resume")
+    assert r.exit_code == 1 and f"the last good model is kept in {out / 'model.safetensors'}" in r.stderr, r.stderr
+    assert (out / "model.safetensors").read_bytes() == good
+    load_lm(out / "model.safetensors")
+
+
+def test_resume_with_another_preset_is_refused_in_one_line(invoke, tmp_path, corpus_file):
+    common = ["lm-train", "--data", corpus_file, "--steps", 4, "--eval-every", 2, "--eval-iters", 1,
+              "--sample-tokens", 0, "--out", tmp_path / "o", "--quiet"]
+    assert invoke(*common, "--preset", "tiny").exit_code == 0
+    r = invoke(*common, "--preset", "small", "--resume")
+    assert r.exit_code == 2 and "--preset small (the run used tiny)" in r.stderr, r.stderr
+    r = invoke(*common, "--preset", "tiny", "--block-size", 16, "--resume")
+    assert r.exit_code == 2 and "--block-size 16" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_state_of_another_task_or_a_tampered_state_is_refused(tmp_path, corpus_file):
+    from dlkit.core.checkpoint import ModelFileError, load_state, save_state
+
+    train(_cfg(corpus_file, tmp_path / "r", steps=4, eval_every=2), make_runtime("cpu", "fp32", 1, False), _quiet())
+    path = tmp_path / "r" / "model.state.pt"
+    state = load_state(path)
+    save_state(path, {**state, "model": {k: v[:1] for k, v in state["model"].items()}}, task="lm")
+    with pytest.raises(ModelFileError, match="does not match its own config"):
+        train(_cfg(corpus_file, tmp_path / "r", steps=8, resume=True), make_runtime("cpu", "fp32", 1, False), _quiet())
+    save_state(path, state, task="gan")
+    with pytest.raises(ModelFileError, match="'gan' run"):
+        train(_cfg(corpus_file, tmp_path / "r", steps=8, resume=True), make_runtime("cpu", "fp32", 1, False), _quiet())
+
+
+def test_out_guard_overwrite_and_lock(invoke, tmp_path, corpus_file):
+    import fcntl
+
+    args = ["lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 3, "--eval-every", 3, "--eval-iters", 1,
+            "--sample-tokens", 0, "--out", tmp_path / "o", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    first = (tmp_path / "o" / "model.safetensors").read_bytes()
+    r = invoke(*args)
+    assert r.exit_code == 1 and "already holds a run" in r.stderr and "--overwrite" in r.stderr
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() == first  # untouched
+    r = invoke(*args, "--overwrite", "--seed", 9)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() != first
+    with open(tmp_path / "o" / ".dlkit.lock", "a+") as held:  # another run holds the folder
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = invoke(*args, "--resume", "--steps", 6)
+    assert r.exit_code == 1 and "in use by another dlkit run" in r.stderr
+
+
+def test_max_time_counts_only_the_new_run(tmp_path, corpus_file):
+    from dlkit.core.checkpoint import load_state, save_state
+
+    with pytest.raises(Interrupted):
+        train(_cfg(corpus_file, tmp_path / "r", steps=12), make_runtime("cpu", "fp32", 1, False), _quiet(), StopAt(4))
+    path = tmp_path / "r" / "model.state.pt"
+    save_state(path, {**load_state(path), "elapsed": 1e7}, task="lm")  # earlier runs took "months"
+    res = train(_cfg(corpus_file, tmp_path / "r", steps=12, resume=True, max_time=600.0),
+                make_runtime("cpu", "fp32", 1, False), _quiet())
+    assert res.steps == 12  # not stopped at once by the earlier runs' time
+
+
+def test_data_from_a_fifo_is_read_as_a_stream(invoke, tmp_path):
+    import threading
+
+    fifo = tmp_path / "data.fifo"
+    os.mkfifo(fifo)
+    text = make_text(8000)
+
+    def feed():
+        with open(fifo, "w") as f:
+            f.write(text)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    r = invoke("lm-train", "--data", fifo, "--preset", "tiny", "--steps", 3, "--eval-every", 3, "--eval-iters", 1,
+               "--sample-tokens", 0, "--out", tmp_path / "o", "--quiet")
+    t.join(timeout=10)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "o" / "data-0.txt").read_text() == text
+
+
+def test_train_json_into_head_saves_state_and_fails(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    cmd = (f"set -o pipefail; {sys.executable} -m dlkit lm-train --data {corpus_file} --preset tiny --steps 100000 "
+           f"--eval-every 100000 --log-every 1 --out {out} --device cpu --json | head -3")
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 141, r.stderr
+    assert len(r.stdout.splitlines()) == 3
+    assert "stdout was closed" in r.stderr and "--resume" in r.stderr and "Traceback" not in r.stderr
+    from dlkit.core.checkpoint import load_state
+
+    assert load_state(out / "model.state.pt")["step"] >= 1

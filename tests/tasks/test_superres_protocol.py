@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlkit.core.imaging import imresize, modcrop, psnr, resize_weights, rgb_to_y, shave, sr_metrics, ssim
+from dlkit.tasks.superres.protocol import imresize, modcrop, psnr, resize_weights, rgb_to_y, shave, sr_metrics, ssim
 
 
 def test_upscale_weights_match_keys_cubic_by_hand():

@@ -14,16 +14,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import StopAt
 from typer.testing import CliRunner
 
 from dlkit.cli import app
 from dlkit.core import checkpoint as ckpt
 from dlkit.core.errors import DataError, Interrupted, ModelFileError
-from dlkit.core.interrupt import StopSignal
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
 from dlkit.tasks.translate import data as D
-from dlkit.tasks.translate.decode import beam_search, greedy
 from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines, translate_stream
 from dlkit.tasks.translate.model import ARCHS, BOS, build_model, preset, reverse_padded
 from dlkit.tasks.translate.train import TrainConfig, train
@@ -99,10 +98,10 @@ def test_source_reversal_keeps_padding():
 def test_tiny_transformer_learns_toy_pair(toy_model):
     result, tr = toy_model
     src, tgt = D.toy_pairs(100, seed=99, task="copy")  # unseen sentences
-    from dlkit.tasks.translate.metrics import bleu
+    from dlkit.text.bleu import translation_bleu
 
     hyps = translate_lines(tr, src, DecodeConfig(beam=1))
-    score = bleu(hyps, tgt, "yy")
+    score = translation_bleu(hyps, tgt, "yy")
     assert score.sacrebleu > 90, (score, hyps[:3], tgt[:3])
     assert result.history and result.history[-1]["val_loss"] < result.history[0]["val_loss"]
 
@@ -120,18 +119,30 @@ def _toy_src(tr, lines):
     return D.pad([tr.pipe.encode_src(x) for x in lines])
 
 
-def test_beam_one_equals_greedy(toy_model):
+def _enc(tr, lines):
+    from dlkit.text.search import max_lengths
+
+    src = _toy_src(tr, lines)
+    return tr.model.encode(src), max_lengths((src != 0).sum(1), 1.5, 10, tr.model.cfg.max_len)
+
+
+def test_beam_one_equals_greedy_on_a_trained_model(toy_model):
+    from dlkit.text.search import beam_search, greedy
+
     _, tr = toy_model
-    src = _toy_src(tr, ["wa wb wc", "wd we", "wf wg wh wi wj", "wk"])
-    g, _, _ = greedy(tr.model, src)
-    b = beam_search(tr.model, src, beam=1, n_best=1)
-    assert [h[0].tokens for h in b] == g
+    enc, lens = _enc(tr, ["wa wb wc", "wd we", "wf wg wh wi wj", "wk"])
+    g = greedy(tr.model, enc, lens)
+    b = beam_search(tr.model, enc, lens, beam=1, n_best=1)
+    assert [h[0].tokens for h in b] == [h.tokens for h in g]
+    assert [h[0].score for h in b] == pytest.approx([h.score for h in g], abs=1e-4)
 
 
 def test_n_best_sorted_and_distinct(toy_model):
+    from dlkit.text.search import beam_search
+
     _, tr = toy_model
-    src = _toy_src(tr, ["wa wb wc", "wd we wf wg"])
-    for hyps in beam_search(tr.model, src, beam=4, n_best=4):
+    enc, lens = _enc(tr, ["wa wb wc", "wd we wf wg"])
+    for hyps in beam_search(tr.model, enc, lens, beam=4, n_best=4):
         assert len(hyps) == 4
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True)
@@ -169,15 +180,6 @@ def test_save_load_roundtrip_gives_identical_outputs(toy_model, tmp_path):
     with torch.no_grad():
         tin = torch.tensor([[BOS, 5], [BOS, 6]])
         assert torch.equal(tr.model(src, tin), tr2.model(src, tin))
-
-
-class StopAt(StopSignal):
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def poll(self, step):
-        return step == self.at
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
@@ -393,3 +395,111 @@ def test_cli_bf16_on_cpu_agrees_with_fp32_and_fp16_is_refused(model_path):
     assert bf16.stdout.splitlines() == fp32.stdout.splitlines()  # the toy task is easy enough for bf16
     r = runner.invoke(app, [*args, "--precision", "fp16"])
     assert r.exit_code == 2 and "needs a GPU" in r.stderr
+
+
+# ------------------------------------------------------------------ 6. hardening (issue 9) and shared layers (issue 8)
+def test_lines_are_split_into_sentences_translated_and_joined(toy_model):
+    """One line in, one line out, and no sentence dropped: a line of two sentences gives both translations."""
+    from dataclasses import replace
+
+    _, tr = toy_model
+    dc = DecodeConfig(beam=2, n_best=2, batch_size=3)
+    first, second = translate_stream(tr, ["wa wb wc.", "Wd we."], dc)
+    [both] = translate_stream(tr, ["wa wb wc. Wd we."], dc)
+    assert both["translation"] == f"{first['translation']} {second['translation']}"
+    assert both["score"] == pytest.approx(first["score"] + second["score"], abs=2e-4)
+    assert [h["translation"] for h in both["n_best"]] == [
+        f"{a['translation']} {b['translation']}" for a, b in zip(first["n_best"], second["n_best"])]
+    [whole] = translate_stream(tr, ["wa wb wc. Wd we."], replace(dc, split=False))
+    assert whole["translation"] != both["translation"]  # --no-split: the model sees one long sentence
+    r = runner.invoke(app, ["translate", "-m", toy_model[0].model_path, "--beam", "2", "wa wb wc. Wd we.", "wk"])
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == both["translation"] and len(r.stdout.splitlines()) == 2
+
+
+def test_long_stdin_line_is_cut_before_tokenising_with_bounded_memory(model_path, tmp_path):
+    """A 40 MB single line: read in chunks, cut before Moses; one output line, one warning, small peak RSS."""
+    big = tmp_path / "big.txt"
+    with open(big, "w") as f:
+        for _ in range(40):
+            f.write("wa wb wc " * 116_508 + "wd ")
+        f.write("\nwb\n")
+    code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], stdin=open(%r), capture_output=True, "
+            "text=True); print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "sys.stderr.write(p.stderr); sys.stdout.write(p.stdout)" % str(big))
+    p = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "dlkit", "translate", "-m", model_path,
+                        "--beam", "1", "--threads", "1"], capture_output=True, text=True, timeout=120)
+    head, *out = p.stdout.splitlines()
+    rc, rss_kb = map(int, head.split())
+    assert rc == 0, p.stderr
+    assert len(out) == 2 and out[1] == "WB"
+    assert p.stderr.count("warning:") == 1 and "was cut" in p.stderr and "Traceback" not in p.stderr
+    assert rss_kb < 1_000_000, f"peak RSS {rss_kb / 1024:.0f} MB"  # 2.8 GB for 50 MB before the cut moved
+
+
+def test_non_utf8_arguments_are_replaced_with_a_warning(model_path):
+    escaped = b"wa \xff\xfe wb".decode("utf-8", "surrogateescape")  # what Python makes of such argv bytes
+    r = runner.invoke(app, ["translate", "-m", model_path, "--beam", "1", escaped, "wc"])
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2 and r.stderr.count("not UTF-8") == 1 and "unexpected" not in r.stderr
+
+
+def test_ref_may_be_a_fifo_or_process_substitution(model_path, tmp_path):
+    import os
+    import threading
+
+    def feed(path, text):
+        with open(path, "w") as f:
+            f.write(text)
+
+    fifo = tmp_path / "ref.fifo"
+    os.mkfifo(fifo)
+    t = threading.Thread(target=feed, args=(fifo, "WA WB WC WD WE\nWF WG WH WI\n"))
+    t.start()
+    r = runner.invoke(app, ["translate", "-m", model_path, "--ref", str(fifo)], input="wa wb wc wd we\nwf wg wh wi\n")
+    t.join(timeout=10)
+    assert r.exit_code == 0, r.stderr
+    assert "sacreBLEU 100.00" in r.stderr
+    rd, wr = os.pipe()  # bash's <(...) hands over /dev/fd/N of a pipe
+    t = threading.Thread(target=feed, args=(wr, "WA WB WC WD WE\n"))
+    t.start()
+    try:
+        r = runner.invoke(app, ["translate", "-m", model_path, "--beam", "1", "--ref", f"/dev/fd/{rd}", "wa wb wc wd we"])
+    finally:
+        t.join(timeout=10)
+        os.close(rd)
+    assert r.exit_code == 0 and "sacreBLEU 100.00" in r.stderr, r.stderr
+
+
+def test_progress_only_for_more_than_a_batch_of_lines():
+    import io
+
+    from dlkit.tasks.translate.cli import _with_progress
+
+    for total, n, shown in ((1000, 1000, True), (None, 200, True), (3, 3, False), (None, 5, False)):
+        err = io.StringIO()
+        report = Reporter(stderr=err, rich=False, plain_interval=0.0)
+        assert list(_with_progress(iter(range(n)), report, total, batch_size=64)) == list(range(n))
+        assert ("translate" in err.getvalue()) == shown, (total, n, err.getvalue())
+        if total:
+            assert err.getvalue().splitlines()[-1].startswith(f"translate {n}/{total}") if shown else True
+
+
+def test_cli_train_guards_out_resume_settings_and_divergence(tmp_path):
+    write_toy(tmp_path / "toy.tsv", n=200)
+    out = tmp_path / "run"
+    base = ["translate-train", "--tsv", str(tmp_path / "toy.tsv"), "--pair", "xx-yy", "--preset", "tiny",
+            "--vocab-size", "40", "--epochs", "1", "--max-tokens", "400", "--device", "cpu", "--threads", "1", "-q"]
+    assert runner.invoke(app, [*base, "--out", str(out)]).exit_code == 0
+    r = runner.invoke(app, [*base, "--out", str(out)])
+    assert r.exit_code == 1 and "already holds a run" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, [*base, "--out", str(out), "--resume", "--preset", "small"])
+    assert r.exit_code == 2 and "--preset small (the run used tiny)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "size mismatch" not in r.stderr
+    r = runner.invoke(app, [*base, "--out", str(out), "--overwrite", "--epochs", "2"])
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "nan"), "--lr", "1e6", "--warmup", "1", "--log-every", "1",
+                            "--clip", "0"])
+    assert r.exit_code == 1 and "diverged" in r.stderr and "unexpected" not in r.stderr, r.stderr
+    for bad in (["--beam", "0"], ["--batch-size", "0"], ["--max-line-chars", "0"]):
+        r = runner.invoke(app, ["translate", "-m", str(out / "model.safetensors"), *bad, "wa"])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)

@@ -4,45 +4,65 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.errors import UsageError
-from dlkit.core.options import Device, Json, MaxTime, Out, Precision, Quiet, Resume, SaveDtype, Seed
+from dlkit.core.options import (Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
+                                Threads)
 
 app = typer.Typer()
 
 
+class PresetName(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    medium = "medium"
+    baby = "baby"
+
+
+class TokenizerKind(str, Enum):
+    char = "char"
+    bpe = "bpe"
+
+
+def _opt(*names: str, help: str, **kw):
+    return typer.Option(*names, help=help, **kw)
+
+
 @app.command("lm-train")
 def lm_train(
-    data: Annotated[Path, typer.Option("--data", help="UTF-8 text file or folder of text files.")],
+    data: Annotated[Path, _opt("--data", help="UTF-8 text file or folder of text files (a FIFO or <(...) works).")],
     out: Out = Path("runs/lm"),
-    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny | small | medium | baby.")] = "small",
-    tokenizer: Annotated[str, typer.Option("--tokenizer", help="char (small corpora) or bpe (byte-level BPE).")] = "char",
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="BPE vocabulary size.")] = 4096,
-    val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: last --val-fraction of --data).")] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of the data held out for validation.")] = 0.1,
-    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Context length (default: the preset's).")] = None,
-    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout (default: the preset's).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per step per process.")] = 12,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")] = 1,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps.")] = 2000,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
-    min_lr: Annotated[float, typer.Option("--min-lr", help="Learning rate at the end of the cosine.")] = 1e-4,
-    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.")] = 100,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.1,
-    clip: Annotated[float, typer.Option("--clip", help="Gradient-norm clipping (0: off).")] = 1.0,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Evaluate (and save the best model) every N steps.")] = 250,
-    eval_iters: Annotated[int, typer.Option("--eval-iters", help="Batches per evaluation estimate.")] = 50,
-    sample_tokens: Annotated[int, typer.Option("--sample-tokens", help="Tokens sampled at each evaluation (0: none).")] = 200,
+    preset: Annotated[PresetName, _opt("--preset", help="Model size.")] = PresetName.small,
+    tokenizer: Annotated[TokenizerKind, _opt("--tokenizer", help="char (small corpora) or bpe (byte-level BPE).")] = TokenizerKind.char,
+    vocab_size: Annotated[int, _opt("--vocab-size", min=257, max=65535, help="BPE vocabulary size.")] = 4096,
+    val: Annotated[Optional[Path], _opt("--val", help="Validation text (default: last --val-fraction of --data).")] = None,
+    val_fraction: Annotated[float, _opt("--val-fraction", min=0.001, max=0.9, help="Share of the data held out for validation.")] = 0.1,
+    block_size: Annotated[Optional[int], _opt("--block-size", min=1, max=65536, help="Context length (default: the preset's).")] = None,
+    dropout: Annotated[Optional[float], _opt("--dropout", min=0.0, max=0.9, help="Dropout (default: the preset's).")] = None,
+    batch_size: Annotated[int, _opt("--batch-size", min=1, help="Sequences per step per process.")] = 12,
+    grad_accum: Annotated[int, _opt("--grad-accum", min=1, help="Micro-batches per optimizer step.")] = 1,
+    steps: Annotated[int, _opt("--steps", min=1, help="Optimizer steps.")] = 2000,
+    lr: Annotated[float, _opt("--lr", min=1e-12, help="Peak learning rate.")] = 1e-3,
+    min_lr: Annotated[float, _opt("--min-lr", min=0.0, help="Learning rate at the end of the cosine.")] = 1e-4,
+    warmup: Annotated[int, _opt("--warmup", min=0, help="Linear warmup steps.")] = 100,
+    weight_decay: Annotated[float, _opt("--weight-decay", min=0.0, help="AdamW weight decay (matrices only).")] = 0.1,
+    clip: Annotated[float, _opt("--clip", min=0.0, help="Gradient-norm clipping (0: off).")] = 1.0,
+    eval_every: Annotated[int, _opt("--eval-every", min=1, help="Evaluate (and save the best model) every N steps.")] = 250,
+    eval_iters: Annotated[int, _opt("--eval-iters", min=1, help="Batches per evaluation estimate.")] = 50,
+    log_every: Annotated[int, _opt("--log-every", min=1, help="Read and report the training loss every N steps.")] = 10,
+    sample_tokens: Annotated[int, _opt("--sample-tokens", min=0, help="Tokens sampled at each evaluation (0: none).")] = 200,
     max_time: MaxTime = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU).")] = False,
+    compile: Annotated[bool, _opt("--compile", help="torch.compile the model (GPU).")] = False,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
+    overwrite: Overwrite = False,
     device: Device = "auto",
     precision: Precision = "auto",
+    threads: Threads = None,
     seed: Seed = 1337,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -50,7 +70,8 @@ def lm_train(
     """Train a GPT language model on a text corpus.
 
     The best model (by validation loss) is written to OUT/model.safetensors; OUT/model.state.pt lets
-    --resume continue exactly. Ctrl-C saves the state and exits with code 130.
+    --resume continue exactly. An --out that already holds a run needs --resume or --overwrite.
+    Ctrl-C saves the state and exits with code 130; a closed stdout (| head) saves it and exits 141.
 
     Examples:
 
@@ -60,66 +81,58 @@ def lm_train(
 
       torchrun --nproc_per_node=4 -m dlkit lm-train --data input.txt --preset baby --out runs/ddp
     """
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--grad-accum", grad_accum),
-                        ("--eval-every", eval_every), ("--eval-iters", eval_iters)):
-        if value < 1:
-            raise UsageError(f"{name} must be at least 1 (got {value})")
-    if not 0 < val_fraction < 1:
-        raise UsageError(f"--val-fraction must be between 0 and 1 (got {val_fraction})")
-    if save_dtype not in ("fp32", "fp16"):
-        raise UsageError(f"--save-dtype must be fp32 or fp16 (got {save_dtype})")
-    if lr <= 0:
-        raise UsageError(f"--lr must be positive (got {lr})")
-
-    from dlkit.core.checkpoint import check_writable_dir
-    from dlkit.core.interrupt import StopSignal, catch_signals
-    from dlkit.core.report import Reporter
-    from dlkit.core.runtime import make_runtime, shutdown
     from dlkit.core.io import text_files
-    from dlkit.tasks.lm.train import TrainConfig, train
+    from dlkit.core.rundir import check_run_dir
 
-    text_files(data)  # fail on bad data before anything else
+    text_files(data)  # fail on bad data and a taken --out before torch is even imported
     if val is not None:
         text_files(val)
-    check_writable_dir(out)
+    check_run_dir(out, resume, overwrite)
+
+    from dlkit.core.training import run_training
+    from dlkit.tasks.lm.train import TrainConfig, train
     cfg = TrainConfig(
-        data=str(data), out=str(out), preset=preset, block_size=block_size, dropout=dropout, tokenizer=tokenizer,
-        vocab_size=vocab_size, val=str(val) if val else None, val_fraction=val_fraction, batch_size=batch_size,
-        grad_accum=grad_accum, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup, weight_decay=weight_decay,
-        clip=clip, eval_every=eval_every, eval_iters=eval_iters, sample_tokens=sample_tokens,
-        max_time=max_time * 60 if max_time else None, compile=compile, seed=seed, save_dtype=save_dtype, resume=resume,
+        data=str(data), out=str(out), preset=preset.value, block_size=block_size, dropout=dropout,
+        tokenizer=tokenizer.value, vocab_size=vocab_size, val=str(val) if val else None, val_fraction=val_fraction,
+        batch_size=batch_size, grad_accum=grad_accum, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup,
+        weight_decay=weight_decay, clip=clip, eval_every=eval_every, eval_iters=eval_iters, log_every=log_every,
+        sample_tokens=sample_tokens, max_time=max_time * 60 if max_time else None, compile=compile, seed=seed,
+        save_dtype=save_dtype, resume=resume,
     )
-    report = Reporter(quiet=quiet, json_mode=json_out)
-    rt = make_runtime(device, precision, seed)
-    try:
-        with catch_signals(StopSignal()) as stop:
-            result = train(cfg, rt, report, stop)
-    finally:
-        shutdown(rt)
-    report.event("result", model=result.model_path, steps=result.steps, best_val_loss=result.best_val_loss,
-                 seconds=result.seconds, tokens_per_s=result.tokens_per_s)
-    report.info(f"best val loss {result.best_val_loss:.4f}; {result.tokens_per_s:,.0f} tokens/s; "
-                f"model: {result.model_path}")
-    if not json_out and rt.is_main:
-        typer.echo(result.model_path)
+
+    def render(result, report) -> None:
+        report.event("result", model=result.model_path, steps=result.steps, best_val_loss=result.best_val_loss,
+                     seconds=result.seconds, tokens_per_s=result.tokens_per_s)
+        report.info(f"best val loss {result.best_val_loss:.4f}; {result.tokens_per_s:,.0f} tokens/s; "
+                    f"model: {result.model_path}")
+        if not json_out:
+            report.result(result.model_path)
+
+    run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render)
 
 
 @app.command("lm-sample")
 def lm_sample(
-    model: Annotated[str, typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")] = "shakespeare-char",
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue; '-' reads it from stdin.")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate per sample.")] = 500,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Softmax temperature (> 0).")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = 200,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass in (0, 1].")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="Independent samples to draw.")] = 1,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the whole context per token (slow; for comparison).")] = False,
+    model: Annotated[str, _opt("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")] = "shakespeare-char",
+    prompt: Annotated[str, _opt("--prompt", "-p", help="Text to continue; '-' reads it from stdin.")] = "",
+    max_new_tokens: Annotated[int, _opt("--max-new-tokens", "-n", min=0, help="Tokens to generate per sample.")] = 500,
+    temperature: Annotated[float, _opt("--temperature", "-t", min=0.0, help="Softmax temperature (0: greedy).")] = 0.8,
+    top_k: Annotated[Optional[int], _opt("--top-k", min=1, help="Sample among the k most likely tokens.")] = 200,
+    top_p: Annotated[Optional[float], _opt("--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass in (0, 1].")] = None,
+    num_samples: Annotated[int, _opt("--num-samples", min=1, help="Independent samples to draw.")] = 1,
+    no_cache: Annotated[bool, _opt("--no-cache", help="Recompute the whole context per token (slow; for comparison).")] = False,
     device: Device = "auto",
-    seed: Seed = 1337,
+    precision: Precision = "auto",
+    threads: Threads = None,
+    seed: Annotated[Optional[int], _opt("--seed", help="Random seed (default: a fresh one, shown with --json).",
+                                        rich_help_panel="Runtime")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Generate text from a language model, streaming tokens to stdout as they come.
+
+    Each run samples afresh unless --seed is given (the same seed gives the same text on a CPU).
 
     Examples:
 
@@ -127,34 +140,24 @@ def lm_sample(
 
       echo 'To be, or not' | dlkit lm-sample --prompt - --temperature 0.7 --top-p 0.9 --num-samples 3
     """
-    if temperature <= 0:
-        raise UsageError(f"--temperature must be greater than 0 (got {temperature})")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1 (got {top_k})")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1] (got {top_p})")
-    if max_new_tokens < 0:
-        raise UsageError(f"--max-new-tokens must not be negative (got {max_new_tokens})")
-    if num_samples < 1:
-        raise UsageError(f"--num-samples must be at least 1 (got {num_samples})")
     if prompt == "-":
         prompt = sys.stdin.buffer.read().decode("utf-8", errors="replace").rstrip("\n")
+    if seed is None:
+        import secrets
 
+        seed = secrets.randbelow(2**31)
+
+    from dlkit.core.io import results
     from dlkit.core.report import Reporter
     from dlkit.core.runtime import make_runtime
-    from dlkit.core.zoo import resolve_model
     from dlkit.tasks.lm.infer import stream_samples
 
     report = Reporter(quiet=quiet, json_mode=json_out)
-    rt = make_runtime(device, "fp32", seed, distributed=False)
-    path = resolve_model(model, "lm")
-    def write(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-
-    for s in stream_samples(path, prompt, max_new_tokens, temperature, top_k, top_p, num_samples, rt.device, seed,
-                            use_cache=not no_cache, on_text=None if json_out else write):
+    rt = make_runtime(device, precision, seed, distributed=False, threads=threads)
+    for s in stream_samples(model, prompt, max_new_tokens, temperature, top_k, top_p, num_samples, rt, seed,
+                            use_cache=not no_cache, on_text=None if json_out else results.write):
         if json_out:
-            typer.echo(json.dumps(s))
+            if not report.result(json.dumps(s)):
+                break
         else:
-            report.info(f"[{s['new_tokens']} tokens, {s['tokens_per_s']:.0f} tokens/s]")
+            report.info(f"[{s['new_tokens']} tokens, {s['tokens_per_s']:.0f} tokens/s, seed {seed}]")

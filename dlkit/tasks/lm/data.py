@@ -16,7 +16,7 @@ import torch
 
 from dlkit.core.checkpoint import atomic_write, atomic_write_bytes
 from dlkit.core.errors import DataError
-from dlkit.core.io import text_files
+from dlkit.core.io import spool_streams, text_files
 
 CHUNK_CHARS = 1 << 22  # 4M characters per encoding chunk
 
@@ -93,13 +93,18 @@ class BPETokenizer:
 
 
 def tokenizer_from_meta(meta: dict):
-    if meta["type"] == "char":
+    """A tokenizer from its saved form; a malformed one raises ValueError (callers name the file)."""
+    kind = meta.get("type") if isinstance(meta, dict) else None
+    if kind == "char" and isinstance(meta.get("chars"), str) and meta["chars"]:
         return CharTokenizer(meta["chars"])
-    if meta["type"] == "bpe":
+    if kind == "bpe" and isinstance(meta.get("json"), str):
         from tokenizers import Tokenizer
 
-        return BPETokenizer(Tokenizer.from_str(meta["json"]))
-    raise DataError(f"unknown tokenizer type {meta['type']!r}")
+        try:
+            return BPETokenizer(Tokenizer.from_str(meta["json"]))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise ValueError(f"broken BPE tokenizer ({str(e).splitlines()[0][:100]})") from None
+    raise ValueError(f"unknown or malformed tokenizer {str(kind)[:20]!r}")
 
 
 def _show(chars: list[str], limit: int = 8) -> str:
@@ -173,8 +178,9 @@ def prepare_corpus(
     Without ``val_path`` the last ``val_fraction`` of the tokens is the validation split (for a char
     tokenizer: of the characters, nanoGPT's 90/10 split). ``tokenizer_meta`` reuses a saved tokenizer
     (on --resume)."""
-    files = text_files(data)
-    val_files = text_files(val_path) if val_path else []
+    # a FIFO or <(...) is read once, into the run folder: the char vocabulary needs a second pass
+    files = spool_streams(text_files(data), cache_dir, "data")
+    val_files = spool_streams(text_files(val_path), cache_dir, "val") if val_path else []
     sig = {"files": _signature(files), "val": _signature(val_files), "tokenizer": tokenizer,
            "vocab_size": vocab_size, "val_fraction": val_fraction}
     index = cache_dir / "tokens.json"

@@ -7,11 +7,41 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from dlkit.tasks.lm.model import GPT
+from dlkit.core.checkpoint import load_model
+from dlkit.core.config import config_from_dict
+from dlkit.core.errors import DataError, ModelFileError
+from dlkit.tasks.lm.data import _show, tokenizer_from_meta
+from dlkit.tasks.lm.model import GPT, GPTConfig
+
+TASK = "lm"
+
+
+def build_from_meta(meta: dict) -> GPT:
+    """The GPT a model file's metadata describes (its config checked field by field)."""
+    return GPT(config_from_dict(GPTConfig, meta.get("config")))
+
+
+def load_lm(spec, device="cpu") -> tuple[GPT, object, dict]:
+    """Model (eval mode, fp32, on ``device``), tokenizer and metadata from a bundled name or an 'lm' file.
+
+    The config is checked against the stored tensors before anything is built (core.checkpoint.load_model)."""
+    model, meta = load_model(spec, TASK, build_from_meta, device)
+    try:
+        tok = tokenizer_from_meta(meta["tokenizer"])
+    except (KeyError, ValueError) as e:
+        raise ModelFileError(f"'{meta['path']}' has no usable tokenizer in its metadata ({e})") from None
+    if tok.vocab_size > model.cfg.vocab_size:
+        raise ModelFileError(f"'{meta['path']}': its tokenizer has {tok.vocab_size} tokens, the model only "
+                             f"{model.cfg.vocab_size}")
+    return model, tok, meta
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """(B, V) logits -> (B, V) probabilities after temperature, top-k and top-p (Holtzman et al. 2020)."""
+    """(B, V) logits -> (B, V) probabilities after temperature, top-k and top-p (Holtzman et al. 2020).
+
+    Temperature 0 is the limit: all mass on the most likely token (greedy decoding)."""
+    if temperature == 0:
+        return F.one_hot(logits.argmax(-1), logits.size(-1)).float()
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -76,42 +106,45 @@ def sample_text(model: GPT, tokenizer, prompt: str, n: int, device, seed: int = 
     return tokenizer.decode(out)
 
 
-def stream_samples(path, prompt: str, max_new_tokens: int, temperature: float, top_k, top_p, num_samples: int,
-                   device, seed: int, use_cache: bool = True, on_text=None):
-    """Yield one record per sample; ``on_text(str)`` receives the text piece by piece as it is generated."""
+def stream_samples(spec, prompt: str, max_new_tokens: int, temperature: float, top_k, top_p, num_samples: int,
+                   rt, seed: int, use_cache: bool = True, on_text=None):
+    """Yield one record per sample from model ``spec`` (name or path) on runtime ``rt`` (device, precision).
+
+    ``on_text(str)`` receives the text piece by piece as it is generated; when it returns False (stdout
+    was closed, see dlkit.core.io) generation stops: nothing else would read it."""
     import time
 
-    from dlkit.core.errors import DataError
-    from dlkit.tasks.lm.train import load_lm
-
-    model, tok, _ = load_lm(path)
-    model.to(device)
+    model, tok, meta = load_lm(spec, rt.device)
     bad = tok.unknown(prompt)
     if bad:
-        from dlkit.tasks.lm.data import _show
-
-        raise DataError(f"the prompt has characters model '{path.name}' does not know: {_show(bad)}")
+        raise DataError(f"the prompt has characters model '{meta['name']}' does not know: {_show(bad)}")
     ids = prompt_ids(tok, prompt)
     if len(ids) > model.cfg.block_size:
         ids = ids[-model.cfg.block_size :]  # the model cannot see further back anyway
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=rt.device).manual_seed(seed)
+
+    def emit(piece: str) -> bool:
+        return on_text is None or on_text(piece) is not False
+
     for i in range(num_samples):
-        if on_text:
-            on_text(("" if i == 0 else "\n---\n") + prompt)
+        if not emit(("" if i == 0 else "\n---\n") + prompt):
+            return
         new: list[int] = []
         shown = ""
         t0 = time.perf_counter()
-        for t in generate(model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p, g,
-                          use_cache):
-            new.append(int(t))
-            if on_text:
-                text = tok.decode(new)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    on_text(text[len(shown):])
-                    shown = text
+        with rt.autocast():
+            for t in generate(model, torch.tensor([ids], device=rt.device), max_new_tokens, temperature, top_k,
+                              top_p, g, use_cache):
+                new.append(int(t))
+                if on_text:
+                    text = tok.decode(new)
+                    if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                        if not emit(text[len(shown):]):
+                            return
+                        shown = text
         seconds = time.perf_counter() - t0
         text = tok.decode(new)
-        if on_text:
-            on_text(text[len(shown):] + ("\n" if i == num_samples - 1 else ""))
-        yield {"sample": i, "prompt": prompt, "text": text, "new_tokens": len(new), "seconds": round(seconds, 4),
-               "tokens_per_s": len(new) / max(seconds, 1e-9)}
+        if not emit(text[len(shown):] + ("\n" if i == num_samples - 1 else "")):
+            return
+        yield {"sample": i, "seed": seed, "prompt": prompt, "text": text, "new_tokens": len(new),
+               "seconds": round(seconds, 4), "tokens_per_s": len(new) / max(seconds, 1e-9)}

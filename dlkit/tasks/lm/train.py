@@ -11,16 +11,22 @@ from pathlib import Path
 import torch
 
 from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.errors import Interrupted, ModelFileError, UsageError
 from dlkit.core.interrupt import StopSignal
-from dlkit.core.optim import adamw, optimizer_step, set_lr, warmup_cosine
+from dlkit.core.optim import adamw, check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
 from dlkit.tasks.lm.data import Corpus, check_length, prepare_corpus
+from dlkit.tasks.lm.infer import TASK, load_lm, sample_text
 from dlkit.tasks.lm.model import GPT, GPTConfig, preset
 
-TASK = "lm"
 MODEL_FILE = "model.safetensors"
+STATE_KEYS = ("model", "optimizer", "step", "best_val", "elapsed", "history", "rng", "tokenizer", "config")
+
+
+def shape_keys(cfg: "TrainConfig") -> tuple[str, ...]:
+    """Settings that decide tensor shapes: a --resume with other values is refused (check_resume)."""
+    return ("preset", "block_size", "tokenizer") + (("vocab_size",) if cfg.tokenizer == "bpe" else ())
 
 
 @dataclass
@@ -44,8 +50,9 @@ class TrainConfig:
     clip: float = 1.0
     eval_every: int = 250
     eval_iters: int = 50
+    log_every: int = 10  # loss is read from the device (.item()) only every log_every steps
     sample_tokens: int = 200
-    max_time: float | None = None  # seconds
+    max_time: float | None = None  # seconds of this run (a resumed run's earlier time does not count)
     compile: bool = False
     seed: int = 1337
     save_dtype: str = "fp32"
@@ -122,7 +129,10 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     out = ckpt.check_writable_dir(cfg.out)
     model_path = out / MODEL_FILE
     state_file = ckpt.state_path(model_path)
-    state = ckpt.load_state(state_file) if cfg.resume else None
+    state = _load_state(cfg, state_file) if cfg.resume else None
+    if state is None and rt.is_main:  # --overwrite (or a fresh folder): an old run must not be resumable later
+        for old in (model_path, state_file):
+            old.unlink(missing_ok=True)
 
     corpus = _corpus(cfg, rt, out, state)
     mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
@@ -151,26 +161,33 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "best_val": best if best_val is None else best_val, "elapsed": elapsed + time.monotonic() - t0, "history": history,
             "rng": rng_state(), "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
-        })
+        }, task=TASK)
 
     t0 = time.monotonic()
     block = mcfg.block_size
     tokens_per_step = cfg.batch_size * rt.world_size * cfg.grad_accum * block
     loss_val, step, interrupted = float("nan"), start, False
+    keep = str(model_path) if rt.is_main else None
     with report.progress(cfg.steps, "lm-train", start=start) as update:
         for step in range(start, cfg.steps):
             if step % cfg.eval_every == 0 and step > start:
                 best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save)
             set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
-            loss_val = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
+            loss = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
             stopping = stop.poll(step + 1)
-            update(1, loss=loss_val)
-            report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or stopping:
+                # the only device sync of the loop (besides evaluations); averaged so every rank decides alike
+                loss_val = rt.all_reduce_mean(loss.item())
+                check_finite(loss_val, step + 1, keep if model_path.exists() else None)
+                update(1, loss=loss_val)
+                report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
+            else:
+                update(1)
             if stopping:
                 interrupted = True
                 step += 1
                 break
-            if cfg.max_time and elapsed + time.monotonic() - t0 > cfg.max_time:
+            if cfg.max_time and time.monotonic() - t0 > cfg.max_time:  # this run's time only
                 report.info(f"--max-time reached after step {step + 1}")
                 step += 1
                 break
@@ -183,7 +200,7 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=True)
     seconds = time.monotonic() - t0
     if rt.is_main and model_path.exists():
-        full = finalize(model_path, corpus, rt.device)
+        full = finalize(model_path, corpus, rt.device, cfg.save_dtype)
         report.metrics("final", best_val_loss_estimate=best, val_loss=full, val_tokens=min(len(corpus.val), FULL_EVAL_TOKENS))
     tps = (step - start) * tokens_per_step / max(seconds, 1e-9)
     return TrainResult(str(model_path), step, best, loss_val, seconds, tps, False, history)
@@ -197,21 +214,37 @@ def _corpus(cfg: TrainConfig, rt: Runtime, out: Path, state: dict | None) -> Cor
     return corpus if rt.is_main else prepare_corpus(*args, _tokenizer_meta(out))
 
 
+def _load_state(cfg: TrainConfig, state_file: Path) -> dict:
+    """The saved state of the run in --out, refused in one line when its shape settings differ."""
+    state = ckpt.load_state(state_file, TASK, required=STATE_KEYS)
+    saved = state["config"] if isinstance(state["config"], dict) else {}
+    ckpt.check_resume(saved, asdict(cfg), shape_keys(cfg), cfg.out)
+    return state
+
+
 def _build(cfg: TrainConfig, rt: Runtime, mcfg: GPTConfig, state: dict | None):
     """The model (on the device, DDP-wrapped when distributed) and its optimizer, restored on --resume."""
     model = GPT(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
     if state is not None:
-        model.load_state_dict(state["model"])
-    model = rt.wrap(model)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-    return model, optimizer
+        where = ckpt.state_path(Path(cfg.out) / MODEL_FILE)
+        saved = state["model"] if isinstance(state["model"], dict) else {}
+        ckpt.check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                          {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}, where)
+        model.load_state_dict(saved)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise ModelFileError(f"training state '{where}' does not fit this run: {str(e).splitlines()[0][:160]}") from None
+    return rt.wrap(model), optimizer
 
 
-def _train_step(step, cfg: TrainConfig, rt: Runtime, model, fwd, optimizer, corpus: Corpus, block: int) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; each rank takes its slice of the global batch."""
+def _train_step(step, cfg: TrainConfig, rt: Runtime, model, fwd, optimizer, corpus: Corpus, block: int) -> torch.Tensor:
+    """One optimizer step over ``grad_accum`` micro-batches; each rank takes its slice of the global batch.
+
+    Returns the last micro-batch's loss as a tensor: reading it (``.item()``) waits for the device, so
+    the loop does that only at the logging interval."""
     B = cfg.batch_size
     for micro in range(cfg.grad_accum):
         offs = batch_offsets(step, micro, len(corpus.train), block, B * rt.world_size, cfg.seed)
@@ -222,18 +255,17 @@ def _train_step(step, cfg: TrainConfig, rt: Runtime, model, fwd, optimizer, corp
             with rt.autocast():
                 _, loss = fwd(x, y)
             optimizer_step(loss / cfg.grad_accum, optimizer, rt.scaler, clip=cfg.clip, step=last)
-    return loss.item()
+    return loss.detach()
 
 
 def _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=False) -> float:
     losses = estimate_loss(fwd, corpus, cfg, block, rt)
+    check_finite(losses["val"], step, str(Path(cfg.out) / MODEL_FILE) if (Path(cfg.out) / MODEL_FILE).exists() else None)
     history.append({"step": step, **losses})
     improved = losses["val"] < best
     best = min(best, losses["val"])
     report.metrics("eval", step=step, train_loss=losses["train"], val_loss=losses["val"], best_val=best)
     if rt.is_main and cfg.sample_tokens and not final:
-        from dlkit.tasks.lm.infer import sample_text
-
         text = sample_text(unwrap(model), corpus.tokenizer, "", cfg.sample_tokens, rt.device, seed=step)
         report.info("sample: " + text.replace("\n", " / ")[:300])
     save(step, losses["val"] if improved else None, best)
@@ -256,19 +288,17 @@ def model_meta(cfg: TrainConfig, mcfg: GPTConfig, corpus: Corpus, step: int, val
 FULL_EVAL_TOKENS = 2_000_000
 
 
-def finalize(model_path: Path, corpus: Corpus, device) -> float:
+def finalize(model_path: Path, corpus: Corpus, device, save_dtype: str = "fp32") -> float:
     """Measure the best model's exact validation loss (whole split, up to FULL_EVAL_TOKENS) into its metadata."""
-    tensors, meta = ckpt.load_model_file(model_path, TASK)
-    model = GPT(GPTConfig(**meta["config"])).to(device)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model, _, meta = load_lm(model_path, device)
     val = Corpus(corpus.train, corpus.val[:FULL_EVAL_TOKENS], corpus.tokenizer, corpus.source)
     loss = full_val_loss(model, val, model.cfg.block_size, device)
     meta["metrics"]["val_loss"] = round(loss, 4)
     meta["metrics"]["val_tokens"] = int(min(len(corpus.val), FULL_EVAL_TOKENS))
     meta["headline"] = f"val loss {loss:.4f} nats/token"
-    dtype = next(iter(tensors.values())).dtype
-    ckpt.save_model(model_path, tensors, {k: v for k, v in meta.items() if k not in ("format", "aliases")},
-                    dtype=dtype if dtype != torch.float32 else None)
+    ckpt.save_model(model_path, model.state_dict(),
+                    {k: v for k, v in meta.items() if k not in ("format", "aliases", "name", "path")},
+                    dtype=torch.float16 if save_dtype == "fp16" else None)
     return loss
 
 
@@ -276,14 +306,3 @@ def _tokenizer_meta(out: Path) -> dict:
     import json
 
     return json.loads((out / "tokens.json").read_text())["tokenizer"]
-
-
-def load_lm(path) -> tuple[GPT, object, dict]:
-    """Model, tokenizer and metadata from a dlkit 'lm' model file (checked, never unpickled)."""
-    from dlkit.tasks.lm.data import tokenizer_from_meta
-
-    tensors, meta = ckpt.load_model_file(path, TASK)
-    model = GPT(GPTConfig(**meta["config"]))
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    model.eval()
-    return model, tokenizer_from_meta(meta["tokenizer"]), meta

@@ -8,79 +8,63 @@ generator seeded by (seed, rank, step), which makes interrupted + resumed runs d
 
 from __future__ import annotations
 
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from dlkit.core.batch import BatchOutcome, run_each
 from dlkit.core.errors import DataError
-from dlkit.core.imaging import imresize, modcrop
+from dlkit.tasks.superres.protocol import imresize, modcrop
+from dlkit.vision.image import DEFAULT_MAX_PIXELS, open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def read_hr_images(src: str | Path, report=None, min_size: int = 0,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[list[tuple[str, np.ndarray]], BatchOutcome]:
+    """``(name, HR uint8 RGB)`` for every image in a folder (recursive) or a .tar, and the batch outcome.
 
-    if not data:
-        raise DataError(f"image '{name}' is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb_uint8(im)
-    except UnidentifiedImageError:
-        raise DataError(f"'{name}' is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"image '{name}' is damaged or truncated: {e}") from None
+    Each file goes through the one decoder (EXIF orientation, modes, size refused before decoding); a bad
+    or too small file is a warning naming it (a JSON record with ``--json``) and the others are read
+    (:func:`dlkit.core.batch.run_each`). No usable image at all is a :class:`DataError`."""
+    from dlkit.core.report import Reporter
 
-
-def to_rgb_uint8(im) -> np.ndarray:
-    """Any Pillow image (L, P, CMYK, I;16, RGBA...) as (H, W, 3) uint8 RGB; 16-bit is scaled, not clipped."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
-        a = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def read_hr_images(src: str | Path, warn: Callable[[str], None] | None = None, min_size: int = 0) -> list[tuple[str, np.ndarray]]:
-    """``(name, HR uint8 RGB)`` for every image in a folder (recursive) or a .tar; bad files are warned and skipped."""
+    report = report or Reporter(quiet=True)
     src = Path(src)
     if not src.exists():
-        raise DataError(f"training data '{src}' does not exist")
-    items: list[tuple[str, bytes]] = []
-    if src.is_dir():
-        for f in sorted(src.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                items.append((str(f), f.read_bytes()))
-    elif tarfile.is_tarfile(src):
-        with tarfile.open(src) as tar:
-            for m in sorted(tar.getmembers(), key=lambda m: m.name):
-                if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
-                    items.append((m.name, tar.extractfile(m).read()))
-    else:
-        raise DataError(f"training data '{src}' is neither a folder nor a tar file")
-    out = []
-    for name, data in items:
-        try:
-            img = _decode(data, name)
-        except DataError as e:
-            if warn:
-                warn(f"skipped: {e}")
-            continue
+        raise DataError(f"'{src}' does not exist")
+
+    def check(name: str, img: np.ndarray) -> tuple[str, np.ndarray]:
         if min(img.shape[:2]) < min_size:
-            if warn:
-                warn(f"skipped: '{name}' is smaller than {min_size} px")
-            continue
-        out.append((name, img))
-    if not out:
-        raise DataError(f"'{src}' holds no usable images")
-    return out
+            raise DataError(f"skipped: {img.shape[1]}x{img.shape[0]} px is smaller than {min_size} px")
+        return name, img
+
+    if src.is_dir():
+        files = [f for f in sorted(src.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                 and not f.name.startswith(".")]
+        outcome = run_each(files, lambda f: check(str(f), np.asarray(open_image(f, "RGB", max_pixels))), report,
+                           name=str, what="images")
+    elif src.is_file() and tarfile.is_tarfile(src):
+        with tarfile.open(src) as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES
+                              and not Path(m.name).name.startswith(".")), key=lambda m: m.name)
+            cap = None if max_pixels is None else 4 * max_pixels + (1 << 20)  # a file beyond raw RGBA is no image
+
+            def read(m: tarfile.TarInfo) -> tuple[str, np.ndarray]:
+                if cap is not None and m.size > cap:
+                    raise DataError(f"skipped: {m.size / 1e6:.0f} MB is larger than any image of the pixel limit")
+                data = tar.extractfile(m).read()
+                return check(m.name, np.asarray(open_image(data, "RGB", max_pixels, name=m.name)))
+
+            outcome = run_each(members, read, report, name=lambda m: f"{src}:{m.name}", what="images")
+    else:
+        raise DataError(f"'{src}' is neither a folder nor a tar file")
+    if not outcome.results:
+        raise DataError(f"'{src}' holds no usable images" + (f" ({len(outcome.failed)} skipped)" if outcome.failed else ""))
+    return outcome.results, outcome
 
 
 @dataclass

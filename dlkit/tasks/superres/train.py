@@ -18,18 +18,19 @@ import torch.nn.functional as F
 
 from dlkit.core import checkpoint as ckpt
 from dlkit.core.errors import Interrupted, UsageError
-from dlkit.core.imaging import psnr, rgb_to_y, shave
 from dlkit.core.interrupt import StopSignal
-from dlkit.core.optim import optimizer_step, set_lr, warmup_cosine
+from dlkit.core.optim import check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
 from dlkit.tasks.superres.data import Pair, PatchSampler, make_pairs, read_hr_images
 from dlkit.tasks.superres.losses import ContentLoss, make_content_loss
 from dlkit.tasks.superres.model import PRESETS, SCALES, Discriminator, SRConfig, build_model, config_from_dict
+from dlkit.tasks.superres.protocol import psnr, rgb_to_y, shave
 
 TASK = "superres"
 MODEL_FILE = "model.safetensors"
 ARCHS = ("srresnet", "srgan")
+SHAPE_KEYS = ("arch", "preset", "scale", "n_blocks", "channels", "bn", "init")  # --resume must keep these
 
 
 @dataclass
@@ -53,7 +54,8 @@ class TrainConfig:
     val: str | None = None  # folder or tar of held-out HR images
     val_split: int = 0  # or: hold out the last N images of --data
     eval_every: int = 250
-    max_time: float | None = None  # seconds
+    log_every: int = 10  # losses are synchronised (.item()), reported and checked for NaN every N steps
+    max_time: float | None = None  # seconds of this run (a resumed run gets the full budget again)
     init: str | None = None  # start the generator from this model (SRGAN fine-tunes SRResNet)
     content: str = "auto"  # srgan content loss: auto | vgg | l1 | mse
     vgg_weights: str | None = None
@@ -62,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     save_dtype: str = "fp32"
     resume: bool = False
+    max_pixels: int | None = 64_000_000  # training images larger than this are skipped before decoding
 
 
 @dataclass
@@ -92,10 +95,10 @@ def model_config(cfg: TrainConfig, init_meta: dict | None) -> SRConfig:
 
 
 def load_data(cfg: TrainConfig, report: Reporter) -> tuple[list[Pair], list[Pair]]:
-    images = read_hr_images(cfg.data, warn=report.warn, min_size=cfg.patch * cfg.scale)
+    images, _ = read_hr_images(cfg.data, report, min_size=cfg.patch * cfg.scale, max_pixels=cfg.max_pixels)
     val_images: list = []
     if cfg.val:
-        val_images = read_hr_images(cfg.val, warn=report.warn)
+        val_images, _ = read_hr_images(cfg.val, report, min_size=cfg.scale, max_pixels=cfg.max_pixels)
     elif cfg.val_split:
         if cfg.val_split >= len(images):
             raise UsageError(f"--val-split {cfg.val_split} leaves no training images (of {len(images)})")
@@ -146,16 +149,14 @@ class Nets:
 def build(cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None) -> Nets:
     """Generator (from --init or fresh), discriminator and content loss for srgan, optimizers; restored from
     ``state`` when resuming (weights before the DDP wrap, optimizers and RNG after it)."""
-    init_state, init_meta = (None, None)
+    init_gen, init_meta = (None, None)
     if cfg.init:
-        from dlkit.core.zoo import resolve_model
+        from dlkit.tasks.superres.infer import load_model
 
-        init_state, init_meta = ckpt.load_model_file(resolve_model(cfg.init, TASK), TASK)
+        init_gen, init_meta = load_model(cfg.init)  # config checked against the stored tensors
     mcfg = model_config(cfg, init_meta)
     train_pairs, val_pairs = load_data(cfg, report)
-    gen = build_model(mcfg)
-    if init_state is not None:
-        gen.load_state_dict({k: v.float() for k, v in init_state.items()})
+    gen = init_gen.train() if init_gen is not None else build_model(mcfg)
     gan = cfg.arch == "srgan"
     disc = Discriminator() if gan else None
     content = make_content_loss(cfg.content, cfg.vgg_weights, rt.device, report) if gan else None
@@ -190,6 +191,7 @@ class _Run:
             self.history = state["history"]
         self.loss_name = self.nets.content.name if self.nets.gan else cfg.loss
         self.pix = pixel_loss(cfg.loss)
+        self.lr = cfg.lr
         self.t0 = time.monotonic()
 
     def seconds(self) -> float:
@@ -223,7 +225,7 @@ class _Run:
               "config": _plain(asdict(cfg))}
         if n.gan:
             st.update(disc=unwrap(n.disc).state_dict(), opt_d=n.opt_d.state_dict())
-        ckpt.save_state(self.state_file, st)
+        ckpt.save_state(self.state_file, st, task=TASK)
 
     def evaluate(self, step: int, final: bool = False) -> None:
         n = self.nets
@@ -241,8 +243,9 @@ class _Run:
         self.report.metrics("eval", step=step, val_psnr=round(val, 3), best_val_psnr=round(self.best, 3))
         self.save(step, val, write_model=improved)
 
-    def step(self, step: int) -> dict[str, float]:
-        """One optimizer step (both networks for srgan) at ``step``; returns the logged losses."""
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step (both networks for srgan) at ``step``; returns the losses as detached tensors
+        (synchronised with ``.item()`` only at the logging interval)."""
         cfg, rt, n = self.cfg, self.rt, self.nets
         lr = warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
         set_lr(n.opt_g, lr)
@@ -255,9 +258,17 @@ class _Run:
                 sr = n.gen(lr_img)  # (B, 3, pS, pS)
                 loss = self.pix(sr.float(), hr_img)
             optimizer_step(loss, n.opt_g, rt.scaler, clip=cfg.clip)
-            fields = {"loss": loss.item()}
-        self.report.event("step", step=step + 1, lr=lr, **fields)
+            fields = {"loss": loss.detach()}
+        self.lr = lr
         return fields
+
+    def log(self, step: int, fields: dict[str, torch.Tensor]) -> dict[str, float]:
+        """At the logging interval: synchronise the losses, stop on NaN/inf, report them."""
+        values = {k: float(v.item()) for k, v in fields.items()}
+        keep = str(self.model_path) if self.model_path.exists() else None
+        check_finite(values["loss"], step, keep=keep)
+        self.report.event("step", step=step, lr=self.lr, **values)
+        return values
 
 
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
@@ -265,22 +276,31 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     stop = stop or StopSignal()
     if cfg.arch not in ARCHS:
         raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(ARCHS)} (bicubic needs no training)")
-    state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE)) if cfg.resume else None
+    state = None
+    if cfg.resume:
+        state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE), TASK,
+                                required=("model", "optimizer", "step", "rng"))
+        ckpt.check_resume(state.get("config", {}), _plain(asdict(cfg)), SHAPE_KEYS, cfg.out)
     run = _Run(cfg, rt, report, state)
     run.announce()
     loss_val, step, interrupted = float("nan"), run.start, False
     run.nets.gen.train()
+    t_run = time.monotonic()  # --max-time counts this run only
     with report.progress(cfg.steps, "superres-train", start=run.start) as update:
         for step in range(run.start, cfg.steps):
             if step % cfg.eval_every == 0 and step > run.start:
                 run.evaluate(step)
             fields = run.step(step)
-            loss_val = fields["loss"]
-            update(1, **{k: round(v, 5) for k, v in fields.items()})
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                values = run.log(step + 1, fields)
+                loss_val = values["loss"]
+                update(1, **{k: round(v, 5) for k, v in values.items()})
+            else:
+                update(1)
             if stop.poll(step + 1):
                 interrupted, step = True, step + 1
                 break
-            if cfg.max_time and run.seconds() > cfg.max_time:
+            if cfg.max_time and time.monotonic() - t_run > cfg.max_time:
                 report.info(f"--max-time reached after step {step + 1}")
                 step += 1
                 break
@@ -295,14 +315,16 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     return TrainResult(str(run.model_path), step, best, loss_val, run.seconds(), False, run.history)
 
 
-def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:
+def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig, rt: Runtime) -> dict[str, torch.Tensor]:
     """One SRGAN step (Ledig et al. 2017): D on real vs fake, then G on content + adv_weight * adversarial."""
     bce = F.binary_cross_entropy_with_logits
     with rt.autocast():
         sr = gen(lr_img)  # (B, 3, H, W)
         d_real, d_fake = disc(hr_img), disc(sr.detach())
         loss_d = bce(d_real.float(), torch.ones_like(d_real.float())) + bce(d_fake.float(), torch.zeros_like(d_fake.float()))
-    optimizer_step(loss_d, opt_d, rt.scaler, clip=cfg.clip)
+    # two optimizers, one loss scaler: step each without updating the scale, then update it once per
+    # iteration (PyTorch's multi-optimizer AMP recipe), so an inf in either network's grads is seen by the update
+    optimizer_step(loss_d, opt_d, rt.scaler, clip=cfg.clip, update_scaler=False)
     for p in disc.parameters():
         p.requires_grad_(False)
     with rt.autocast():
@@ -310,10 +332,11 @@ def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig,
         loss_content = content(sr.float().clamp(0, 1), hr_img)
         loss_adv = bce(g_fake, torch.ones_like(g_fake))
         loss_g = loss_content + cfg.adv_weight * loss_adv
-    optimizer_step(loss_g, opt_g, rt.scaler, clip=cfg.clip)
+    optimizer_step(loss_g, opt_g, rt.scaler, clip=cfg.clip, update_scaler=False)
+    rt.scaler.update()
     for p in disc.parameters():
         p.requires_grad_(True)
-    return {"loss": loss_g.item(), "content": loss_content.item(), "adv": loss_adv.item(), "loss_d": loss_d.item()}
+    return {"loss": loss_g.detach(), "content": loss_content.detach(), "adv": loss_adv.detach(), "loss_d": loss_d.detach()}
 
 
 def model_meta(cfg: TrainConfig, mcfg: SRConfig, step: int, val: float | None, seconds: float, n_train: int,

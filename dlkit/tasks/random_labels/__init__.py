@@ -1,0 +1,1 @@
+"""fit-random-labels: Zhang et al. 2017, "Understanding deep learning requires rethinking generalization"."""

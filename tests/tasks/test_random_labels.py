@@ -1,0 +1,194 @@
+"""fit-random-labels (Zhang et al. 2017): corruption semantics, learning, resume, CLI and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.interrupt import StopSignal
+from dlkit.core.report import Reporter
+from dlkit.core.runtime import make_runtime
+from dlkit.tasks.random_labels.data import Corruption, corrupt, parse_corruptions
+from dlkit.tasks.random_labels.train import FitConfig, fit
+from dlkit.vision.datasets import ImageData
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLKIT_HOME", str(tmp_path / "home"))
+
+
+def images(n=500, c=3, size=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, c, size, size), generator=g).to(torch.uint8)
+    return ImageData(x, torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)])
+
+
+def mnist_file(path, n=300, n_test=500, size=8):
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
+             y_train=rng.integers(0, 10, n).astype(np.uint8),
+             x_test=rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+             y_test=rng.integers(0, 10, n_test).astype(np.uint8))
+    return path
+
+
+# ---------------------------------------------------------------- corruptions
+def test_parse():
+    assert [c.name for c in parse_corruptions("true, random,partial:0.5,random")] == ["true", "random", "partial:0.5"]
+    assert len(parse_corruptions("all")) == 9
+    for bad, match in [("partial:1.5", r"in \[0, 1\]"), ("partial:x", "partial:P"), ("noise", "unknown corruption"),
+                       ("", "empty"), ("random:0.3", "unknown corruption")]:
+        with pytest.raises(UsageError, match=match):
+            parse_corruptions(bad)
+
+
+def test_label_corruptions_marginals():
+    train, test = images(20000), images(100, seed=1)
+    for level in (0.0, 0.5, 1.0):
+        c = Corruption("partial", level) if 0 < level < 1 else Corruption("true" if level == 0 else "random", level)
+        tr, te = corrupt(train, test, c, seed=0)
+        changed = (tr.labels != train.labels).float().mean().item()
+        assert abs(changed - level * 0.9) < 0.015  # a random class equals the true one 1/10 of the time
+        counts = torch.bincount(tr.labels, minlength=10).float() / len(tr.labels)
+        assert (counts - 0.1).abs().max() < 0.01  # marginals stay uniform
+        assert torch.equal(tr.images, train.images) and torch.equal(te.labels, test.labels)
+    again, _ = corrupt(train, test, Corruption("random", 1.0), seed=0)
+    assert torch.equal(again.labels, corrupt(train, test, Corruption("random", 1.0), seed=0)[0].labels)  # drawn once, seeded
+
+
+def test_shuffled_pixels_one_permutation():
+    train, test = images(50), images(20, seed=1)
+    # images whose pixel values are their positions reveal the permutation
+    pos = torch.arange(36).view(1, 1, 6, 6).expand(50, 3, 6, 6).to(torch.uint8).clone()
+    tr, te = corrupt(ImageData(pos, train.labels, train.classes), ImageData(pos[:20], test.labels, test.classes),
+                     Corruption("shuffled-pixels"), seed=0)
+    perm = tr.images[0, 0].flatten()
+    assert sorted(perm.tolist()) == list(range(36)) and not torch.equal(perm, torch.arange(36, dtype=torch.uint8))
+    assert (tr.images == tr.images[0]).all() and (te.images == tr.images[0]).all()  # same for train and test
+    assert (tr.images[:, 0] == tr.images[:, 1]).all()  # the channels of a pixel move together
+    assert torch.equal(tr.labels, train.labels)
+
+
+def test_random_pixels_per_image_permutations():
+    pos = torch.arange(36).view(1, 1, 6, 6).expand(40, 3, 6, 6).to(torch.uint8).clone()
+    data = ImageData(pos, torch.zeros(40, dtype=torch.long), [str(i) for i in range(10)])
+    tr, te = corrupt(data, data, Corruption("random-pixels"), seed=0)
+    perms = tr.images[:, 0].flatten(1)
+    assert all(sorted(p.tolist()) == list(range(36)) for p in perms)  # each image keeps its pixels
+    assert len({tuple(p.tolist()) for p in perms}) == 40  # a different permutation for each image
+    assert not torch.equal(te.images, tr.images)
+
+
+def test_gaussian_matches_moments():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2000, 3, 6, 6, generator=g) * torch.tensor([100.0, 200.0, 50.0]).view(1, 3, 1, 1)
+         + torch.tensor([10.0, 20.0, 150.0]).view(1, 3, 1, 1)).to(torch.uint8)
+    data = ImageData(x, torch.zeros(2000, dtype=torch.long), [str(i) for i in range(10)])
+    tr, te = corrupt(data, data, Corruption("gaussian"), seed=0)
+    ref = x.float() / 255
+    for dim in (0, 1, 2):
+        assert abs(tr.images[:, dim].float().mean() - ref[:, dim].mean()) < 0.005
+        assert abs(tr.images[:, dim].float().std() - ref[:, dim].std()) < 0.005
+    assert te.images.shape == x.shape and not torch.equal(te.images, tr.images)
+
+
+# ---------------------------------------------------------------- learning, resume
+class StopAfter(StopSignal):
+    """Ask to stop at the n-th optimizer step of the whole command (runs restart their step count)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def poll(self, step):
+        self.armed = True
+        self.n -= 1
+        return self.n == 0
+
+
+def cfg_for(tmp_path, **kw):
+    base = dict(dataset="mnist", data=str(mnist_file(tmp_path / "m.npz")), corruptions="random", arch="mlp-1x512",
+                out=str(tmp_path / "out"), until_fit=True, max_epochs=150, lr=0.05, lr_decay=1.0, batch_size=50,
+                figures=False)
+    return FitConfig(**{**base, **kw})
+
+
+def test_mlp_fits_random_labels(tmp_path):
+    rt = make_runtime("cpu", "fp32", 0, distributed=False, threads=1)
+    result = fit(cfg_for(tmp_path, corruptions="true,random"), rt, Reporter(quiet=True))
+    for r in result.runs:
+        assert r.fitted and r.train_acc == 1.0 and r.steps_to_fit is not None
+        assert 0.03 < r.test_acc < 0.2  # labels of noise: nothing to generalise, test accuracy stays near chance
+    assert result.runs[0].slowdown == 1.0
+    from dlkit.vision.classifier import load_classifier
+
+    clf = load_classifier(result.runs[1].model)
+    assert clf.whiten and clf.meta["training"]["corruption"] == "random"
+
+
+def test_interrupted_resume_equals_uninterrupted(tmp_path):
+    rt = make_runtime("cpu", "fp32", 0, distributed=False, threads=1)
+    kw = dict(corruptions="true,random", until_fit=False, max_epochs=4)
+    full = fit(cfg_for(tmp_path, out=str(tmp_path / "a"), **kw), rt, Reporter(quiet=True))
+    with pytest.raises(Interrupted):
+        fit(cfg_for(tmp_path, out=str(tmp_path / "b"), **kw), make_runtime("cpu", "fp32", 0, distributed=False),
+            Reporter(quiet=True), StopAfter(39))  # 6 steps per epoch, 4 epochs per run: inside "random"'s 3rd epoch
+    resumed = fit(cfg_for(tmp_path, out=str(tmp_path / "b"), resume=True, **kw),
+                  make_runtime("cpu", "fp32", 0, distributed=False), Reporter(quiet=True))
+    for a, b in zip(full.runs, resumed.runs):
+        assert (a.corruption, a.train_acc, a.test_acc, a.train_loss, a.steps) == \
+               (b.corruption, b.train_acc, b.test_acc, b.train_loss, b.steps)
+    with pytest.raises(UsageError, match="--arch"):
+        fit(cfg_for(tmp_path, out=str(tmp_path / "b"), resume=True, arch="mlp-3x512", **kw), rt, Reporter(quiet=True))
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_table_json_and_figures(invoke, tmp_path):
+    data = mnist_file(tmp_path / "m.npz", n=200, n_test=100)
+    out = tmp_path / "run"
+    res = invoke("fit-random-labels", "--dataset", "mnist", "--data", data, "-c", "true,partial:0.5,random",
+                 "--max-epochs", "2", "--out", out, "--json", "--threads", "1")
+    assert res.exit_code == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    runs = [x for x in lines if x["event"] == "run"]
+    assert [r["corruption"] for r in runs] == ["true", "partial:0.5", "random"]
+    for r in runs:
+        assert {"corruption", "arch", "train_acc", "test_acc", "epochs", "steps", "seconds", "fitted"} <= set(r)
+        assert 0 <= r["train_acc"] <= 1 and r["epochs"] == 2
+    for name in ("fig1a_loss.png", "fig1b_steps_to_fit.png", "fig1c_test_error.png", "random.safetensors"):
+        assert (out / name).stat().st_size > 0
+    res = invoke("fit-random-labels", "--dataset", "mnist", "--data", data, "-c", "random", "--max-epochs", "1",
+                 "--out", tmp_path / "plain", "--no-figures")
+    assert res.exit_code == 0
+    assert res.stdout.splitlines()[0].split()[:3] == ["corruption", "train", "acc"]
+    assert "random" in res.stdout.splitlines()[2] and "warning" not in res.stdout
+
+
+@pytest.mark.parametrize("args, match", [
+    (["-c", "partial:1.5"], r"\[0, 1\]"),
+    (["-c", "bogus"], "unknown corruption"),
+    (["--arch", "vgg"], "unknown architecture"),
+    (["--subset", "5000"], "larger than the dataset"),
+    (["--subset", "0"], "--subset"),
+    (["--fit-threshold", "1.5"], "--fit-threshold"),
+])
+def test_cli_bad_input(invoke, tmp_path, args, match):
+    data = mnist_file(tmp_path / "m.npz", n=50, n_test=20)
+    res = invoke("fit-random-labels", "--dataset", "mnist", "--data", data, "--out", tmp_path / "o", *args)
+    assert res.exit_code != 0 and res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert __import__("re").search(match, res.stderr), res.stderr
+
+
+def test_cli_bad_data(invoke, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, something=np.zeros(3))
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    (folder / "x.txt").write_text("no classes")
+    for data, match in [(bad, "missing array"), (folder, "no class subfolders"), (tmp_path / "nope.npz", "does not exist")]:
+        res = invoke("fit-random-labels", "--dataset", "mnist", "--data", data, "--out", tmp_path / "o2", "--overwrite")
+        assert res.exit_code != 0 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
