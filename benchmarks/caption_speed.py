@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the dlkit command does, before torch loads
+
 
 def _timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ the requested mode; 16-bit values are scaled to 8 bits, not clipped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -43,23 +44,40 @@ def _mpx(n: int) -> str:
     return f"{n / 1e6:.1f} Mpx" if n >= 100_000 else f"{n} px"
 
 
+def _pil():
+    """Pillow, with its ``DecompressionBombWarning`` turned into an error for the whole process (the policy:
+    an image over Pillow's limit is refused, never decoded with a warning)."""
+    from PIL import Image
+
+    # installed on every call (it replaces its own entry): test runners and catch_warnings() reset the filters
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    return Image
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted():
+    """Pillow's own limit off for a moment (a header read, or a user's --max-pixels above it): our check rules."""
+    Image = _pil()
+    with _LOCK:
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
 def image_size(source: str | os.PathLike | bytes, name: str | None = None) -> tuple[int, int]:
     """(W, H) from the header alone (nothing decoded); bad files raise :class:`ImageError`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = _pil()
     data, label = _bytes_or_path(source, name)
     try:
-        with _LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-                    return im.size
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
+        with _pillow_limit_lifted(), Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            return im.size
     except UnidentifiedImageError:
         raise ImageError(f"'{label}' is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"image '{label}' is damaged: {_first_line(e)}") from None
 
 
@@ -74,10 +92,35 @@ def check_image(source: str | os.PathLike | bytes, max_pixels: int | None = DEFA
                 name: str | None = None) -> tuple[int, int]:
     """(W, H) of a readable image within ``max_pixels``, from the header alone: lets a command refuse a bomb
     before it loads a model. The same errors as :func:`open_image`."""
+    _, label = _bytes_or_path(source, name)
     size = image_size(source, name)
-    _check_pixels(name or str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else name or "<bytes>",
-                  size, max_pixels)
+    _check_pixels(label, size, max_pixels)
     return size
+
+
+class _OverPillowLimit(Exception):
+    pass
+
+
+def _decode(data: bytes | Path, label: str, max_pixels: int | None):
+    """Open, check the header's size against ``max_pixels``, then decode the first frame (file open meanwhile)."""
+    from PIL import UnidentifiedImageError
+
+    Image = _pil()
+    try:
+        with (io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")) as f:
+            im = Image.open(f)
+            _check_pixels(label, im.size, max_pixels)
+            im.load()
+            return im
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _OverPillowLimit() from None
+    except UnidentifiedImageError:
+        raise ImageError(f"'{label}' is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise ImageError(f"image '{label}' is damaged or truncated: {_first_line(e)}") from None
 
 
 def open_image(source: str | os.PathLike | bytes, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -85,32 +128,16 @@ def open_image(source: str | os.PathLike | bytes, mode: str | None = "RGB", max_
     """Decode an image file (or its bytes) into a Pillow image, upright, in ``mode`` (None: its own mode).
 
     ``name`` labels bytes in messages (e.g. a tar member). ``max_pixels`` None disables the size limit,
-    Pillow's included."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    Pillow's included. Thread-safe; decoding runs in parallel across threads."""
+    from PIL import ImageOps
 
     data, label = _bytes_or_path(source, name)
     try:
-        with _LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # the header's size is checked here, with our limit and message; Pillow's own check (a warning
-            # under its limit, an error over twice it) is an error too wherever a plugin makes it later
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with (io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")) as f:
-                    im = Image.open(f)
-                    _check_pixels(label, im.size, max_pixels)
-                    Image.MAX_IMAGE_PIXELS = max_pixels
-                    im.load()  # the whole first frame, while the file is open
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(f"image '{label}' is too large: {_first_line(e)}") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"'{label}' is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise ImageError(f"image '{label}' is damaged or truncated: {_first_line(e)}") from None
+        im = _decode(data, label, max_pixels)
+    except _OverPillowLimit:  # over Pillow's limit (89.5 Mpx): ours decides, with our message
+        _check_pixels(label, image_size(data, label), max_pixels)
+        with _pillow_limit_lifted():  # the user allowed more than Pillow (rare): decode under the lock
+            im = _decode(data, label, max_pixels)
     try:
         ImageOps.exif_transpose(im, in_place=True)
     except Exception:  # noqa: BLE001 - broken EXIF blocks must not lose the pixels; keep them as stored

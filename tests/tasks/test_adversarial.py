@@ -374,6 +374,12 @@ def test_cli_notes_conversions_and_warns_on_jpeg(invoke, files, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "converted from RGB to L" in r.stderr and "30x24 resized" in r.stderr
     assert "JPEG" in r.stderr and "warning" in r.stderr
+    deep = tmp_path / "deep.png"  # 16-bit grey: scaled to 8 bits, not clipped
+    Image.fromarray(np.asarray(Image.open(files / "digit.png")).astype(np.uint16) * 257).save(deep)
+    assert Image.open(deep).mode.startswith("I")
+    r = invoke("adv-attack", deep, "-m", files / "toy.safetensors", "--eps", "4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["before"][0]["confidence"] > 0.9
 
 
 def test_cli_dataset_mode(invoke, files, tmp_path):
@@ -394,8 +400,9 @@ def test_cli_dataset_mode(invoke, files, tmp_path):
         assert z["pgd_eps8"].shape == (20, 1, SIDE, SIDE) and z["labels"].shape == (20,)
     # an image folder, a table for people
     r = invoke("adv-attack", "--data", files / "folder", "-m", files / "toy.safetensors", "--eps", "0,0.2",
-               "--method", "bim", "--transform", "blur:1", "--per-class", "2")
+               "--method", "bim", "--transform", "blur:1", "--per-class", "2", "--save-adv", tmp_path / "advdir")
     assert r.exit_code == 0, r.stderr
+    assert len(list((tmp_path / "advdir" / "bim").rglob("*.png"))) == 8
     lines = r.stdout.splitlines()
     assert lines[0].split()[:3] == ["method", "eps", "accuracy"] and lines[1].startswith("clean")
     assert lines[2].startswith("bim") and "destroyed" in lines[0] and "(n = 8)" in lines[1]

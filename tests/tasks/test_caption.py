@@ -307,6 +307,10 @@ def test_cli_bad_inputs_one_line_each_and_exit_1(invoke, trained, tmp_path):
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 4 and all(any(str(b) in w for w in warnings) for b in bad)
     assert "Traceback" not in r.stderr and "4 of 11 images failed" in r.stderr
+    js = invoke("caption", good[0], bad[0], "--model", out / "model.safetensors", "--json")
+    recs = sorted((json.loads(ln) for ln in js.stdout.splitlines()), key=lambda r: "event" in r)
+    assert js.exit_code == 1 and recs[0]["path"] == str(good[0]) and recs[0]["caption"]
+    assert recs[1] == {"event": "error", "path": str(bad[0]), "error": recs[1]["error"]} and "empty" in recs[1]["error"]
 
 
 def test_cli_folder_glob_stdin_and_attention_plot(invoke, trained, tmp_path):

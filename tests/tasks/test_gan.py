@@ -352,3 +352,30 @@ def test_cli_bad_input_is_one_line(invoke, tmp_path, args, needle):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_collapse_warning_keeps_the_last_good_model_and_nan_stops(tmp_path, monkeypatch):
+    from dlkit.core.errors import TrainingDiverged
+
+    warnings = []
+    rep = quiet()
+    rep.warn = warnings.append
+    out = tmp_path / "c"
+    losses = iter([1.0] * 4 + [0.001] * 100)
+    real_iteration = _Game.iteration
+
+    def fake_iteration(self, want_norm):
+        real_iteration(self, want_norm)
+        v = torch.tensor(next(losses))
+        return {"loss_d": v, "loss_g": v, "d_real": v, "d_fake": v}
+
+    monkeypatch.setattr(_Game, "iteration", fake_iteration)
+    cfg = dict(dataset="gaussian", log_every=1, sample_every=4, collapse_steps=3, out=str(out))
+    train(TrainConfig(steps=4, **cfg), cpu_rt(), rep)
+    good = (out / "model.safetensors").read_bytes()
+    res = train(TrainConfig(steps=12, resume=True, **cfg), cpu_rt(), rep)
+    assert len(warnings) == 1 and "near 0" in warnings[0] and res.warnings == warnings
+    assert (out / "model.safetensors").read_bytes() == good  # not overwritten while collapsed
+    losses = iter([float("nan")] * 10)
+    with pytest.raises(TrainingDiverged, match="kept in"):
+        train(TrainConfig(steps=20, resume=True, **cfg), cpu_rt(), rep)

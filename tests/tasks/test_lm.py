@@ -265,6 +265,16 @@ def test_cli_train_bad_data(invoke, tmp_path, content, extra, message):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_run_that_failed_on_its_data_leaves_no_run_behind(invoke, tmp_path, corpus_file):
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    r = invoke("lm-train", "--data", short, "--preset", "tiny", "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "fewer than one context window" in r.stderr
+    r = invoke("lm-train", "--data", corpus_file, "--preset", "tiny", "--steps", 2, "--eval-every", 2,
+               "--eval-iters", 1, "--sample-tokens", 0, "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 0, r.stderr  # no --overwrite needed: nothing was trained there
+
+
 def test_cli_unwritable_output(invoke, tmp_path, corpus_file):
     blocker = tmp_path / "file"
     blocker.write_text("x")

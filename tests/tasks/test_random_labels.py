@@ -192,3 +192,37 @@ def test_cli_bad_data(invoke, tmp_path):
     for data, match in [(bad, "missing array"), (folder, "no class subfolders"), (tmp_path / "nope.npz", "does not exist")]:
         res = invoke("fit-random-labels", "--dataset", "mnist", "--data", data, "--out", tmp_path / "o2", "--overwrite")
         assert res.exit_code != 0 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """torchrun with 2 gloo processes: each rank trains on its half of every epoch; rank 0 alone writes and renders."""
+    import os
+    import subprocess
+    import sys
+
+    data = mnist_file(tmp_path / "m.npz", n=256, n_test=50)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
+           "fit-random-labels", "--dataset", "mnist", "--data", str(data), "-c", "random", "--max-epochs", "2",
+           "--batch-size", "64", "--out", str(tmp_path / "ddp"), "--device", "cpu", "--json", "--no-figures"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = [json.loads(x) for x in r.stdout.splitlines() if '"event": "run"' in x]
+    assert len(runs) == 1 and runs[0]["steps"] == 4  # 256 images / 2 ranks / 64 per batch = 2 steps per epoch
+    assert (tmp_path / "ddp" / "random.safetensors").exists()
+
+
+def test_cli_image_folder(invoke, tmp_path):
+    from PIL import Image
+
+    for k, name in enumerate(["ants", "bees"]):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (9, 7), (120 * k, 20 * i, 50)).save(tmp_path / "f" / name / f"{i}.png")
+    res = invoke("fit-random-labels", "--data", tmp_path / "f", "--image-size", "8", "-c", "random", "--max-epochs", "1",
+                 "--batch-size", "4", "--out", tmp_path / "o", "--json", "--no-figures")
+    assert res.exit_code == 0, res.stderr
+    run = json.loads(res.stdout.splitlines()[-2])
+    assert run["event"] == "run" and run["corruption"] == "random"
+    assert "holding out 4 images" in res.stderr

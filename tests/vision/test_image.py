@@ -121,6 +121,21 @@ def test_bombs_are_refused_before_decoding(tmp_path):
     assert open_image(tmp_path / "small.png", max_pixels=None).size == (20, 20)
 
 
+def test_pillow_limit_is_an_error_unless_our_limit_allows_more(tmp_path, monkeypatch):
+    Image.fromarray(rgb(20, 20)).save(tmp_path / "p.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow warns over 100 px and refuses over 200
+    with pytest.raises(ImageTooLarge, match="20x20 .*over the limit of 399 px"):
+        open_image(tmp_path / "p.png", max_pixels=399)
+    assert open_image(tmp_path / "p.png", max_pixels=1000).size == (20, 20)  # ours above Pillow's: ours rules
+    assert open_image(tmp_path / "p.png", max_pixels=None).size == (20, 20)
+    assert Image.MAX_IMAGE_PIXELS == 100  # restored
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:  # thread-safe: the lock is only taken on the rare path
+        sizes = list(pool.map(lambda m: open_image(tmp_path / "p.png", max_pixels=m).size, [1000, None] * 8))
+    assert sizes == [(20, 20)] * 16
+
+
 def test_to_tensor_and_save_image_round_trip(tmp_path):
     a = rgb(6, 9)
     t = to_tensor(Image.fromarray(a))

@@ -28,12 +28,14 @@ def fit_image(img, victim: Victim, note: Note | None = None, label: str = "image
     the input size when that is 0 or the image is already square), then the centre cropped. Notes what changed."""
     from PIL import Image
 
+    from dlkit.vision.image import convert
+
     c, h, w = victim.input_size
     mode = _mode(c)
     if img.mode != mode:
         if note:
             note(f"{label}: converted from {img.mode} to {mode} for the model")
-        img = img.convert(mode)
+        img = convert(img, mode)
     if img.size == (w, h):
         return img
     W, H = img.size

@@ -172,6 +172,7 @@ class _Loop:
         self.model, self.optimizer, self.inputs, self.ds = model, optimizer, inputs, ds
         self.spec, self.mcfg, self.model_path, self.state_file, self.prog = spec, mcfg, model_path, state_file, prog
         self.t0 = self.started = time.monotonic()
+        self.n_batches = 1  # batches per epoch, set by epoch()
 
     def elapsed(self) -> float:
         """Training seconds over all runs of this --out (what the model file records)."""
@@ -201,7 +202,7 @@ class _Loop:
         cfg, rt, prog = self.cfg, self.rt, self.prog
         order = cdata.epoch_order(len(self.ds.train_pairs), cfg.seed, prog["epoch"])
         B = cfg.batch_size * rt.world_size
-        n_batches = max(1, len(order) // B)
+        n_batches = self.n_batches = max(1, len(order) // B)
         self.model.train()
         update_at = prog["batch"]
         with self.report.progress(n_batches, f"epoch {prog['epoch'] + 1}", start=prog["batch"]) as update:
@@ -246,7 +247,9 @@ class _Loop:
         """Score the validation images; keep the model when CIDEr-D improves; early-stop on patience."""
         cfg, prog = self.cfg, self.prog
         scores = self.score(self.ds.val_idx)
-        scores = {"epoch": prog["epoch"], **scores}
+        # a run stopped by --max-time in the middle of an epoch is validated there (epoch 7.25)
+        epoch = prog["epoch"] + round(prog["batch"] / self.n_batches, 2)
+        scores = {"epoch": epoch if prog["batch"] else prog["epoch"], **scores}
         prog["history"].append(scores)
         improved = prog["best"] is None or scores["cider_d"] > prog["best"]["cider_d"]
         if improved:

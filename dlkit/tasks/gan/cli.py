@@ -130,6 +130,7 @@ def gan_sample(
     klass: Annotated[Optional[int], _opt("--class", min=0, help="Class index for conditional models.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
+    precision: Precision = "auto",
     threads: Threads = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -149,21 +150,21 @@ def gan_sample(
     """
     from dlkit.core.errors import UsageError
     from dlkit.core.report import Reporter
-    from dlkit.core.runtime import resolve_device, set_threads
+    from dlkit.core.runtime import make_runtime
     from dlkit.tasks.gan import infer
 
     report = Reporter(quiet=quiet, json_mode=json_out)
-    set_threads(threads)
     if out is not None and grid is not None:
         raise UsageError("give either --out FOLDER or --grid FILE, not both")
-    gan, meta = infer.load_gan(model, device=resolve_device(device))
+    rt = make_runtime(device, precision, seed, distributed=False, threads=threads)
+    gan, meta = infer.load_gan(model, device=rt.device)
     if interpolate:
         if grid is None:
             raise UsageError("--interpolate writes a grid: add --grid FILE.png")
-        images = infer.interpolate(gan, seed=seed, klass=klass)
+        images = infer.interpolate(gan, seed=seed, klass=klass, autocast=rt.autocast)
         _grid(images, grid, 8, report, json_out)
         return
-    x = infer.sample(gan, n, seed=seed, klass=klass)
+    x = infer.sample(gan, n, seed=seed, klass=klass, autocast=rt.autocast)
     if not gan.cfg.is_image:
         _toy_out(x, meta, out, grid, report, json_out)
         return

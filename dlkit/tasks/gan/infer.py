@@ -5,6 +5,7 @@ Pure functions over a loaded generator; the CLI writes the results. The same ``s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -47,20 +48,25 @@ def _labels(cfg: GANConfig, n: int, klass: int | None, device) -> torch.Tensor |
 
 
 @torch.no_grad()
-def sample(model: GANPair, n: int, seed: int = 0, klass: int | None = None, batch: int = 500) -> torch.Tensor:
-    """n samples (images in [0, 1] (n, C, H, W); toys as raw coordinates (n, D)), in batches."""
+def sample(model: GANPair, n: int, seed: int = 0, klass: int | None = None, batch: int = 500,
+           autocast=contextlib.nullcontext) -> torch.Tensor:
+    """n samples (images in [0, 1] (n, C, H, W); toys as raw coordinates (n, D)), in batches.
+    ``autocast``: the runtime's mixed-precision context (``rt.autocast``)."""
     if n < 1:
         raise UsageError(f"-n must be at least 1 (got {n})")
     cfg, dev = model.cfg, next(model.parameters()).device
     z, y = _latents(cfg, n, seed, dev), _labels(cfg, n, klass, dev)
-    out = [model.generator(z[i:i + batch], None if y is None else y[i:i + batch]).float().cpu()
-           for i in range(0, n, batch)]
+    out = []
+    for i in range(0, n, batch):
+        with autocast():
+            out.append(model.generator(z[i:i + batch], None if y is None else y[i:i + batch]).float().cpu())
     x = torch.cat(out)
     return ((x + 1) / 2).clamp_(0, 1) if cfg.is_image else x
 
 
 @torch.no_grad()
-def interpolate(model: GANPair, rows: int = 8, steps: int = 8, seed: int = 0, klass: int | None = None) -> torch.Tensor:
+def interpolate(model: GANPair, rows: int = 8, steps: int = 8, seed: int = 0, klass: int | None = None,
+                autocast=contextlib.nullcontext) -> torch.Tensor:
     """A latent walk: ``rows`` pairs of random latents, ``steps`` spherical interpolations between each
     (White 2016, "Sampling generative networks": slerp keeps the Gaussian norm). -> (rows*steps, C, H, W) in [0, 1]."""
     cfg, dev = model.cfg, next(model.parameters()).device
@@ -77,7 +83,9 @@ def interpolate(model: GANPair, rows: int = 8, steps: int = 8, seed: int = 0, kl
     y = _labels(cfg, rows * steps, klass, dev)
     if y is not None and klass is None:  # one class per row
         y = (torch.arange(rows * steps, device=dev) // steps) % cfg.num_classes
-    return ((model.generator(z, y).float().cpu() + 1) / 2).clamp_(0, 1)
+    with autocast():
+        x = model.generator(z, y).float().cpu()
+    return ((x + 1) / 2).clamp_(0, 1)
 
 
 def write_images(images: torch.Tensor, folder: str | os.PathLike, fmt: str = "png") -> list[Path]:

@@ -423,7 +423,7 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             if stop.poll(it):
                 interrupted = True
                 break
-            if cfg.max_time and seconds() > cfg.max_time:
+            if cfg.max_time and time.monotonic() - t0 > cfg.max_time:  # this run's time, not the resumed total
                 report.info(f"gan-train: --max-time reached after iteration {it}")
                 break
     if interrupted:

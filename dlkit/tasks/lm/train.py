@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import Interrupted, ModelFileError, UsageError
+from dlkit.core.errors import DlkitError, Interrupted, ModelFileError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import adamw, check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
@@ -134,9 +134,15 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         for old in (model_path, state_file):
             old.unlink(missing_ok=True)
 
-    corpus = _corpus(cfg, rt, out, state)
-    mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
-    check_length(corpus, mcfg.block_size)
+    try:
+        corpus = _corpus(cfg, rt, out, state)
+        mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
+        check_length(corpus, mcfg.block_size)
+    except DlkitError:
+        if state is None and rt.is_main:  # a fresh run that failed on its data leaves no "run" behind
+            for cache in (*out.glob("tokens*"), *out.glob("data-*.txt"), *out.glob("val-*.txt")):
+                cache.unlink(missing_ok=True)
+        raise
     model, optimizer = _build(cfg, rt, mcfg, state)
     start, best, elapsed, history = (state["step"], state["best_val"], state["elapsed"], state["history"]) \
         if state else (0, math.inf, 0.0, [])

@@ -150,7 +150,11 @@ def superres(
         raise UsageError("--hr is used with --compare")
     if compare is not None and len(inputs) > 1:
         raise UsageError("--compare draws one image; give one input (or only --hr)")
-    if len(inputs) == 1 and inputs[0].is_file():  # a bomb or a broken file: refused before torch and the model load
+    if compare is None and eval_dir is None:
+        from dlkit.tasks.superres.paths import check_out
+
+        check_out(inputs, out)  # `superres a.png b.png -o two.png`: refused before torch and the model load
+    if len(inputs) == 1 and inputs[0].is_file():  # a bomb or a broken file: the same
         from dlkit.vision.image import check_image
 
         check_image(inputs[0], max_pixels)
@@ -159,8 +163,6 @@ def superres(
     from dlkit.core.runtime import make_runtime
     from dlkit.tasks.superres import infer
 
-    if compare is None and eval_dir is None:
-        infer.check_out(inputs, out)  # `superres a.png b.png -o two.png`: refused before loading anything
     report = Reporter(quiet=quiet, json_mode=json_out)
     rt = make_runtime(device, precision, 0, distributed=False, threads=threads)
     names = model or ([DEFAULT_MODEL] if eval_dir is None or _have(DEFAULT_MODEL) else ["bicubic"])

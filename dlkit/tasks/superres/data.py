@@ -17,10 +17,10 @@ import torch
 
 from dlkit.core.batch import BatchOutcome, run_each
 from dlkit.core.errors import DataError
+from dlkit.tasks.superres.paths import IMAGE_SUFFIXES
 from dlkit.tasks.superres.protocol import imresize, modcrop
 from dlkit.vision.image import DEFAULT_MAX_PIXELS, open_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_hr_images(src: str | Path, report=None, min_size: int = 0,
