@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--label", default=None, help="name shown for the model (e.g. a checkpoint under runs/)")
+    ap.add_argument("--attacks", default="fgsm,pgd10,pgd20", help="which of fgsm, pgd10, pgd20 to run")
     args = ap.parse_args()
 
     from dlkit.core.report import Reporter
@@ -46,8 +47,9 @@ def main() -> None:
     net = model.prepare(victim, rt)
     images, labels, _ = data.load_test_set(args.dataset, args.data, victim, args.limit, report.info, args.per_class)
     eps = parse_eps_list(args.eps)
-    plans = [("FGSM", [AttackConfig("fgsm")]), ("PGD-10", [AttackConfig("pgd", steps=10)]),
-             ("PGD-20", [AttackConfig("pgd", steps=20)])]
+    plans = {"fgsm": ("FGSM", [AttackConfig("fgsm")]), "pgd10": ("PGD-10", [AttackConfig("pgd", steps=10)]),
+             "pgd20": ("PGD-20", [AttackConfig("pgd", steps=20)])}
+    plans = [plans[a.strip()] for a in args.attacks.split(",")]
     rows = []
     t0 = time.perf_counter()
     for name, cfgs in plans:

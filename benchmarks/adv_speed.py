@@ -4,9 +4,9 @@ Both attack the same victim (pixels in [0, 1], normalisation inside) with PGD L-
 10 steps, random start. torchattacks gets the model as a user would hand it over (eval mode, eager);
 dlkit gets it through ``adversarial.model.prepare`` as ``adv-attack`` does (BatchNorm folded into the
 convolutions, channels-last), and once more without that ("dlkit eager") to separate the attack loop from the
-model preparation. Runs are interleaved (torchattacks, dlkit, dlkit eager, repeated) so that a busy machine
-slows all of them alike; images/s is given for the median and for the fastest round (on a shared machine the
-fastest round is the least disturbed one), and the ratios are dlkit / torchattacks for both.
+model preparation. Runs are interleaved (torchattacks, dlkit, dlkit eager, the order rotated each round) so
+that a busy machine slows all of them alike; images/s is given for the median and for the fastest round (on a
+shared machine the fastest round is the least disturbed one), and the ratios are dlkit / torchattacks for both.
 
   OMP_NUM_THREADS=1 python benchmarks/adv_speed.py --images 8 --rounds 5
 """
@@ -78,8 +78,10 @@ def main() -> None:
     robust = {k: [] for k in runs}
     for k, f in runs.items():  # warm-up (allocator, oneDNN primitive caches)
         f()
+    names = list(runs)
     for r in range(args.rounds):
-        for k, f in runs.items():
+        for k in names[r % len(names):] + names[:r % len(names)]:  # rotate the order: no method always goes first
+            f = runs[k]
             torch.manual_seed(r)
             if rt.device.type == "cuda":
                 torch.cuda.synchronize()

@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--name", required=True)
     ap.add_argument("--table", default=None, help="Markdown table (comparison of runs) to put in the card")
+    ap.add_argument("--data-name", default="flickr8k-1k", help="what `dlkit models` shows as the data")
     args = ap.parse_args()
 
     import torch
@@ -85,6 +86,7 @@ def main() -> None:
         raise SystemExit("this model stores its encoder; the zoo takes decoder-only models")
     out = ZOO / f"{args.name}.safetensors"
     keep = {k: v for k, v in meta.items() if k not in ("format", "aliases")}
+    keep["training"] = {**keep["training"], "data": args.data_name}
     save_model(out, tensors, keep, dtype=torch.float16)
     table = Path(args.table).read_text() if args.table else ""
     (ZOO / f"{args.name}.md").write_text(card(args.name, meta, out.stat().st_size, table))

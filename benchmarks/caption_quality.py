@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--beam", type=int, action="append")
     ap.add_argument("--samples", type=int, default=5, help="captions shown per model")
+    ap.add_argument("--no-repeat-ngram", type=int, default=0, help="as `dlkit caption --no-repeat-ngram` (its default: 3)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
@@ -61,9 +62,11 @@ def main() -> None:
             t0 = time.perf_counter()
             hyps = []
             for k in range(0, len(idx), 32):
-                hyps += [c[0].caption for c in caption_pixels(cap, pixels[k : k + 32], rt, beam)]
+                hyps += [c[0].caption for c in caption_pixels(cap, pixels[k : k + 32], rt, beam,
+                                                              no_repeat=args.no_repeat_ngram)]
             s = caption_scores(hyps, refs)
             print(json.dumps({"model": spec, "arch": cap.cfg.arch, "split": args.split, "images": len(idx), "beam": beam,
+                              "no_repeat_ngram": args.no_repeat_ngram,
                               **s, "vocab_used": len({w for h in hyps for w in h.split()}),
                               "distinct_captions": len(set(hyps)), "seconds": round(time.perf_counter() - t0, 1)}))
         for i, h in list(zip(idx, hyps))[: args.samples]:

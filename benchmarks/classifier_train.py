@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fp16", action="store_true", help="store fp16 weights (bundled models)")
     ap.add_argument("--subset", type=int, default=0, help="train on the first N shuffled images (timing runs)")
     ap.add_argument("--steps", type=int, default=0, help="stop after N steps (timing runs)")
+    ap.add_argument("--init", default=None, help="start from this classifier file (a second cycle)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     args = ap.parse_args(argv)
     r = RECIPES[args.recipe]
     rt = make_runtime("auto", args.precision, args.seed, threads=args.threads)
@@ -76,6 +78,12 @@ def main(argv=None) -> int:
     net = build_classifier(r["arch"], c, len(train.classes), h, **r["arch_kwargs"])
     model = Classifier(net, arch=r["arch"], classes=train.classes, input_size=(c, h, w), mean=mean, std=std,
                        arch_kwargs=r["arch_kwargs"]).to(rt.device)
+    if args.init:
+        from dlkit.vision.classifier import load_classifier
+
+        model.net.load_state_dict(load_classifier(args.init).net.state_dict())
+    if args.lr:
+        r = {**r, "lr": args.lr}
     model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]

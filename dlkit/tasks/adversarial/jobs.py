@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from dlkit.core.errors import UsageError
+from dlkit.tasks.adversarial import data, infer, model
 from dlkit.tasks.adversarial.attacks import AttackConfig
 from dlkit.tasks.adversarial.spec import Transform
 
@@ -44,8 +43,6 @@ class DatasetJob:
 
 def attack_photo(job: PhotoJob, rt, report, victim=None):
     """Attack one image; writes ``job.out`` / ``job.figure`` when asked. Returns (ImageResult, written paths)."""
-    from dlkit.tasks.adversarial import data, infer, model
-
     victim = victim or model.load_victim(job.model, rt.device)
     net = model.prepare(victim, rt)
     target = data.resolve_target(job.target, victim.classes) if job.target is not None else None
@@ -58,38 +55,27 @@ def attack_photo(job: PhotoJob, rt, report, victim=None):
     if job.figure:
         from dlkit.tasks.adversarial.figure import lecture_figure
 
-        written.append(str(lecture_figure(result, job.figure, victim.name, _noise_label(result, net, victim, rt.device))))
+        noise = infer.noise_prediction(net, result, victim.classes)
+        written.append(str(lecture_figure(result, job.figure, victim.name, noise)))
     return result, written
 
 
-def _noise_label(result, net, victim, device):
-    """What the model sees in the middle panel itself (the slide's "nematode, 8.2%"): sign(grad) as an image."""
-    from dlkit.tasks.adversarial.infer import top_k
-
-    delta = result.adv - result.x
-    noise = 0.5 + 0.5 * delta / max(float(delta.abs().max()), 1e-12)
-    return top_k(net, noise.clamp(0, 1).to(device), victim.classes, 1)[0]
-
-
 def _write_adv(result, out: str, net, victim, report, device) -> str:
-    from dlkit.tasks.adversarial.data import apply_transforms, quantize
-    from dlkit.tasks.adversarial.infer import top_k
-    from dlkit.tasks.adversarial.spec import Transform
+    """The adversarial image at the model's resolution; a JPEG is written too, with a warning and its label."""
     from dlkit.vision.image import image_format, save_image
 
     kind = image_format(out)
     path = save_image(result.adv[0], out)
     if kind == "JPEG":
-        again = top_k(net, apply_transforms(quantize(result.adv), [Transform("jpeg", 95)]).to(device), victim.classes, 1)[0]
+        jpeg = data.apply_transforms(data.quantize(result.adv), [Transform("jpeg", 95)]).to(device)
+        again = infer.top_k(net, jpeg, victim.classes, 1)[0]
         report.warn(f"'{out}' is a JPEG: lossy compression destroys much of an adversarial perturbation "
                     f"(the model now says \"{again.label}\" {again.confidence:.1%}); use .png for the real thing")
     return str(path)
 
 
 def attack_dataset(job: DatasetJob, rt, report, victim=None) -> list[dict]:
-    """Accuracy under each attack at each eps on the first ``job.limit`` test examples (see infer.robustness)."""
-    from dlkit.tasks.adversarial import data, infer, model
-
+    """Accuracy under each attack at each eps on the selected test examples (see infer.robustness)."""
     victim = victim or model.load_victim(job.model, rt.device)
     net = model.prepare(victim, rt)
     target = data.resolve_target(job.target, victim.classes) if job.target is not None else None

@@ -171,6 +171,8 @@ def caption(
     greedy: Annotated[bool, _opt("--greedy", help="Greedy decoding (same as --beam 1).")] = False,
     n_best: Annotated[int, _opt("--n-best", min=1, help="Captions per image (at most --beam), best first.")] = 1,
     alpha: Annotated[float, _opt("--length-penalty", min=0.0, help="GNMT length penalty alpha (0: plain log-prob).")] = 0.0,
+    no_repeat: Annotated[int, _opt("--no-repeat-ngram", min=0, help="Never repeat an n-gram of this size in a "
+                                   "caption (0: off; stops 'a red jacket is wearing a red jacket ...').")] = 3,
     batch_size: Annotated[int, _opt("--batch-size", min=1, help="Images per forward pass.")] = 16,
     attention_plot: Annotated[Optional[Path], _opt("--attention-plot", help="Write Xu et al.'s figure (each word's "
                                                    "attention) per image into this folder (attention models).")] = None,
@@ -224,7 +226,7 @@ def caption(
             results.line("\t".join(fields))
 
     outcome = caption_files(cap, paths, rt, report, beam, n_best, alpha, batch_size,
-                            str(attention_plot) if attention_plot else None, emit)
+                            str(attention_plot) if attention_plot else None, emit, no_repeat=no_repeat)
     results.finish()
     outcome.raise_if_failed()
 

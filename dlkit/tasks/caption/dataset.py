@@ -29,7 +29,8 @@ class Dataset:
         return len(self.train_idx)
 
     def summary(self) -> dict:
-        return {"data": Path(self.data.source).name, "format": self.data.format, "train_images": len(self.train_idx),
+        src = Path(self.data.source)
+        return {"data": f"{src.parent.name}/{src.name}", "format": self.data.format, "train_images": len(self.train_idx),
                 "val_images": len(self.val_idx), "test_images": len(self.test_idx),
                 "train_captions": len(self.train_pairs), "heldout_files": {
                     "val": [self.data.images[i].name for i in self.val_idx],

@@ -45,30 +45,50 @@ class Caption:
     attention: torch.Tensor | None = None  # (len(words), L) with need_attention
 
 
-class _NoUnk(nn.Module):
-    """The decoder with <unk> never chosen at inference (a caption of known words only)."""
+class _Constrained(nn.Module):
+    """The decoder at inference: <unk> is never chosen, and with ``no_repeat`` = n no n-gram occurs twice.
 
-    def __init__(self, decoder):
+    The tokens so far travel in the state (``hist``), so beam search reorders them with the beams."""
+
+    def __init__(self, decoder, no_repeat: int = 0):
         super().__init__()
-        self.decoder = decoder
+        self.decoder, self.n = decoder, no_repeat
 
     def init_state(self, enc):
-        return self.decoder.init_state(enc)
+        state = self.decoder.init_state(enc)
+        B = next(iter(state.values())).size(0)
+        return {**state, "hist": torch.zeros(B, 0, dtype=torch.long, device=next(iter(state.values())).device)}
 
     def step(self, enc, state, y, need_weights=False):
-        logits, state, w = self.decoder.step(enc, state, y, need_weights)
-        return logits.index_fill(1, torch.tensor([UNK], device=logits.device), float("-inf")), state, w
+        hist = torch.cat([state["hist"], y[:, None]], 1)  # (B, t+1), BOS first
+        inner = {k: v for k, v in state.items() if k != "hist"}
+        logits, inner, w = self.decoder.step(enc, inner, y, need_weights)
+        logits = logits.index_fill(1, torch.tensor([UNK], device=logits.device), float("-inf"))
+        n = self.n
+        if n and hist.size(1) >= n:
+            rows = hist[:, 1:].tolist()  # without BOS
+            for b, toks in enumerate(rows):
+                if len(toks) < n - 1:
+                    continue
+                prefix = toks[len(toks) - n + 1 :]
+                banned = {toks[i + n - 1] for i in range(len(toks) - n + 1) if toks[i : i + n - 1] == prefix}
+                if banned:
+                    logits[b, list(banned)] = float("-inf")
+        return logits, {**inner, "hist": hist}, w
 
 
 @torch.no_grad()
 def caption_features(cap: Captioner, feats: torch.Tensor, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
-                     need_attention: bool = False) -> list[list[Caption]]:
-    """Captions of a batch of encoder features (B, L, C) or pooled (B, C): the n-best list per image."""
+                     need_attention: bool = False, no_repeat: int = 0) -> list[list[Caption]]:
+    """Captions of a batch of encoder features (B, L, C) or pooled (B, C): the n-best list per image.
+
+    ``no_repeat`` = n > 0 forbids repeating any n-gram (LSTM decoders otherwise loop: "is wearing a red
+    jacket is wearing a red jacket ...")."""
     from dlkit.text.search import decode
 
     enc = cap.decoder.prepare(feats.float())
     max_lens = torch.full((feats.size(0),), cap.cfg.max_len, dtype=torch.long, device=feats.device)
-    hyps = decode(_NoUnk(cap.decoder), enc, max_lens, beam=beam, n_best=n_best, alpha=alpha,
+    hyps = decode(_Constrained(cap.decoder, no_repeat), enc, max_lens, beam=beam, n_best=n_best, alpha=alpha,
                   need_attention=need_attention)
     out = []
     for row in hyps:
@@ -82,11 +102,11 @@ def caption_features(cap: Captioner, feats: torch.Tensor, beam: int = 3, n_best:
 
 @torch.no_grad()
 def caption_pixels(cap: Captioner, pixels: torch.Tensor, rt, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
-                   need_attention: bool = False) -> list[list[Caption]]:
+                   need_attention: bool = False, no_repeat: int = 0) -> list[list[Caption]]:
     """Normalised pixels (B, 3, S, S) -> n-best captions per image."""
     with rt.autocast():
         feats = feature_map(cap.encoder, pixels.to(rt.device))
-    return caption_features(cap, feats.float(), beam, n_best, alpha, need_attention)
+    return caption_features(cap, feats.float(), beam, n_best, alpha, need_attention, no_repeat)
 
 
 def model_meta(mcfg: CaptionConfig, spec: EncoderSpec, vocab: Vocab, scores: dict, recipe: dict, data: dict,
@@ -179,7 +199,8 @@ class FileCaption:
 
 
 def caption_files(cap: Captioner, paths: list[str], rt, report, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
-                  batch_size: int = 16, plot_dir: str | None = None, emit=None, max_pixels: int | None = None):
+                  batch_size: int = 16, plot_dir: str | None = None, emit=None, max_pixels: int | None = None,
+                  no_repeat: int = 0):
     """Caption ``paths`` in input order, ``batch_size`` images per forward pass; ``emit(FileCaption)`` per image.
 
     A file that cannot be read is reported (``report.warn`` + a --json error record) and skipped; the
@@ -190,7 +211,11 @@ def caption_files(cap: Captioner, paths: list[str], rt, report, beam: int = 3, n
     total = BatchOutcome(what="images")
     used: set[str] = set()
     need_attention = plot_dir is not None
-    with report.progress(len(paths), "caption") as update:
+    import contextlib
+
+    # a progress bar when there is more than one batch (folders, long lists); none for a few files
+    bar = report.progress(len(paths), "caption") if len(paths) > batch_size else contextlib.nullcontext(lambda n=1: None)
+    with bar as update:
         for i in range(0, len(paths), batch_size):
             chunk = paths[i : i + batch_size]
             loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), cap.spec, max_pixels)), report, what="images")
@@ -198,7 +223,7 @@ def caption_files(cap: Captioner, paths: list[str], rt, report, beam: int = 3, n
             total.failed += loaded.failed
             if loaded.results:
                 pixels = torch.stack([x for _, x in loaded.results])
-                caps = caption_pixels(cap, pixels, rt, beam, n_best, alpha, need_attention)
+                caps = caption_pixels(cap, pixels, rt, beam, n_best, alpha, need_attention, no_repeat)
                 for (p, _), c in zip(loaded.results, caps):
                     if need_attention:
                         _plot(p, c[0], plot_dir, used, report)

@@ -144,6 +144,34 @@ class Batches:
         return to_unit(self.data.images[idx]), self.data.labels[idx]
 
 
+@torch.no_grad()
+def standing_stats(gen: torch.nn.Module, mcfg: GANConfig, device, batches: int = 16, batch: int = 256,
+                   seed: int = 0) -> torch.nn.Module:
+    """A copy of ``gen`` whose BatchNorm running statistics are re-estimated for its own weights.
+
+    The EMA generator's weights are an average, but the BatchNorm statistics it inherits belong to the raw
+    generator's last weights; BigGAN (Brock et al. 2019) re-estimates them ("standing statistics"). Here: the
+    cumulative mean over ``batches`` seeded batches of noise in train mode. Without BatchNorm: ``gen`` itself."""
+    bns = [m for m in gen.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return gen
+    gen = copy.deepcopy(gen)
+    for m in gen.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    g = torch.Generator().manual_seed(seed + 777)
+    gen.train()
+    for _ in range(batches):
+        z = torch.randn(batch, mcfg.z_dim, generator=g).to(device)
+        y = torch.randint(0, mcfg.num_classes, (batch,), generator=g).to(device) if mcfg.num_classes else None
+        gen(z, y)
+    for m in gen.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return gen.eval()
+
+
 class _Game:
     """Networks, optimizers, EMA and the counters of one run; :meth:`iteration` plays one round."""
 
@@ -245,8 +273,11 @@ class _Game:
         return out
 
     def sampler(self) -> torch.nn.Module:
-        """The generator used for samples and the model file: the EMA copy when there is one."""
-        return self.ema if self.ema is not None else unwrap(self.gen)
+        """The generator used for samples and the model file: the EMA copy (with BatchNorm statistics
+        recomputed for its own weights) when there is one."""
+        if self.ema is None:
+            return unwrap(self.gen)
+        return standing_stats(self.ema, self.mcfg, self.rt.device, seed=self.cfg.seed)
 
     def state(self) -> dict:
         return {"generator": unwrap(self.gen).state_dict(), "discriminator": unwrap(self.disc).state_dict(),
