@@ -54,10 +54,12 @@ objects, indoor scenes, text) is described with those words, often wrongly but f
 ## Recipe
     dlkit caption-train --data flickr8k-1k/captions.txt --val-images {r['val_images']:g} --test-images {r['test_images']:g} \\
         --arch {r['arch']} --epochs {r['epochs']} --batch-size {r['batch_size']} --lr {r['lr']:g} --min-count {r['min_count']} \\
-        {'--pretrain-text ' + Path(r['pretrain_text']).name + f" --pretrain-epochs {r['pretrain_epochs']} " if r.get('pretrain_text') else ''}--save-dtype fp16 --seed {r['seed']} --out runs/{name}
-    python benchmarks/caption_bundle.py runs/{name}/model.safetensors --name {name}
+        {'--pretrain-text ' + Path(r['pretrain_text']).name + f" --pretrain-epochs {r['pretrain_epochs']} " if r.get('pretrain_text') else ''}--seed {r['seed']} {f"--max-time {r['max_time'] / 60:g} " if r.get('max_time') else ''}--threads 1 --out runs/{name}
+    python benchmarks/caption_bundle.py runs/{name}/model.safetensors --name {name}   # fp16, decoder only
 
-{tr['epochs']} epochs, {tr['seconds']:.0f} s on a shared 2-core x86-64 CPU (one thread, torch 2.14.1).
+The best validation CIDEr-D came {tr['seconds']:.0f} s into decoder training, after {tr['epochs']} epochs and part of the
+next, where `--max-time` stopped it (on a shared 2-core x86-64 CPU, one thread, torch 2.14.1); a resumed run
+of six more epochs found no better one. With `--max-time` the epoch count depends on the machine.
 
 Full Flickr8k (6,000 training images; Karpathy's split JSON or the official token + split files) or COCO:
 

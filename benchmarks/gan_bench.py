@@ -1,6 +1,6 @@
 """Seconds per MNIST epoch for DCGAN training on this machine (the issue's CPU figure).
 
-Times `iters` iterations of the real training step (`dlkit.tasks.gan.train._Game.iteration`: one D update on
+Times `iters` iterations of the real training step (`dlkit.tasks.gan.train.Game.iteration`: one D update on
 a real and a generated batch, one G update, EMA) on MNIST after a warm-up, and scales to one epoch
 (60000 // batch iterations). The 1-minute load average is printed: this machine is shared, so a figure taken
 while others run is slower than the idle machine.
@@ -32,13 +32,14 @@ def main() -> None:
 
     from dlkit.core.runtime import make_runtime
     from dlkit.tasks.gan.data import load_data
-    from dlkit.tasks.gan.train import TrainConfig, _Game, resolve
+    from dlkit.tasks.gan.game import Game
+    from dlkit.tasks.gan.train import TrainConfig, resolve
 
     rt = make_runtime(args.device, args.precision, 0, distributed=False, threads=args.threads)
     data = load_data("mnist", args.data)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, mcfg = resolve(TrainConfig(batch_size=args.batch_size, g_width=args.width, d_width=args.width, out=tmp), data)
-        game = _Game(cfg, mcfg, data, rt, None)
+        game = Game(cfg, mcfg, data, rt, None)
         for _ in range(3):
             game.iteration(want_norm=False)
         if rt.device.type == "cuda":

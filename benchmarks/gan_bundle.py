@@ -25,7 +25,7 @@ def main() -> None:
     from dlkit.core.checkpoint import load_model_file, save_model
 
     from dlkit.tasks.gan.infer import load_gan
-    from dlkit.tasks.gan.train import standing_stats
+    from dlkit.tasks.gan.game import standing_stats
 
     _, meta = load_model_file(args.src, "gan")
     pair, _ = load_gan(args.src)

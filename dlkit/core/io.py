@@ -53,6 +53,32 @@ def check_text_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def read_text(path: str | os.PathLike, what: str = "file", errors: str = "strict") -> str:
+    """The whole text of a plain or gzipped UTF-8 file (or FIFO); one-line DataErrors for what users get wrong."""
+    import gzip
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} '{p}' does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} '{p}' is a folder, not a file") from None
+    except OSError as e:
+        raise DataError(f"cannot read {what} '{p}': {e.strerror}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{what} '{p}' is a damaged gzip file: {e}") from None
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{what} '{p}' looks binary (it holds NUL bytes); expected UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig", errors=errors)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} '{p}' is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
 def text_files(path: str | os.PathLike, suffixes=(".txt", ".md", ".text", "")) -> list[Path]:
     """A text file (or stream), or the text files in a folder (sorted, recursive), each checked."""
     p = Path(path)

@@ -17,7 +17,6 @@ Imports no torch. Every problem a user can cause is a one-line :class:`DataError
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlkit.core.errors import DataError
+from dlkit.core.io import read_text
 
 FORMATS = ("auto", "csv", "tsv", "flickr8k", "karpathy", "coco")
 _IMAGE_COLUMNS = ("image", "image_name", "filename", "file_name", "file", "path")
@@ -131,21 +131,7 @@ def detect_format(path: Path) -> str:
 
 
 def _open_text(path: Path):
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read '{path}': {e.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"'{path}' is a damaged gzip file: {e}") from None
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"caption file '{path}' looks binary (it holds NUL bytes)")
-    try:
-        return io.StringIO(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        raise DataError(f"caption file '{path}' is not UTF-8 text (bad byte at offset {e.start})") from None
+    return io.StringIO(read_text(path, "caption file"))
 
 
 def _image_dir_for(path: Path, image_dir: Path | None, first_name: str) -> Path:

@@ -120,3 +120,23 @@ def test_signal_before_the_first_step_interrupts_at_once_then_is_deferred():
         assert stop.poll(1) is False  # the loop has started
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.poll(2) is True and stop.signum == signal.SIGTERM
+
+
+def test_read_text_plain_gzip_and_bad_files(tmp_path):
+    import gzip
+
+    from dlkit.core.errors import DataError
+    from dlkit.core.io import read_text
+
+    (tmp_path / "a.txt").write_text("a dog runs\n", encoding="utf-8")
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress("ein Hund läuft\n".encode()))
+    assert read_text(tmp_path / "a.txt") == "a dog runs\n"
+    assert read_text(tmp_path / "b.txt.gz") == "ein Hund läuft\n"
+    (tmp_path / "bin").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    (tmp_path / "latin").write_bytes(b"caf\xe9\n")
+    for name, words in [("bin", "binary"), ("bad.gz", "damaged gzip"), ("latin", "not UTF-8"), ("missing", "does not exist")]:
+        with pytest.raises(DataError, match=words) as e:
+            read_text(tmp_path / name, "caption file")
+        assert "\n" not in str(e.value) and "caption file" in str(e.value)
+    assert read_text(tmp_path / "latin", errors="replace") == "caf\ufffd\n"

@@ -21,7 +21,8 @@ from dlkit.tasks.gan.evaluate import evaluate_fid
 from dlkit.tasks.gan.losses import d_loss, g_loss, gradient_penalty
 from dlkit.tasks.gan.model import GANConfig, GANPair, build_discriminator, build_generator
 from dlkit.tasks.gan.parzen import log_likelihoods, parzen
-from dlkit.tasks.gan.train import TrainConfig, _Game, resolve, train
+from dlkit.tasks.gan.game import Game
+from dlkit.tasks.gan.train import TrainConfig, resolve, train
 
 
 def cpu_rt(seed: int = 0, scaler_enabled: bool = False) -> Runtime:
@@ -126,7 +127,7 @@ def test_toy_metrics_on_real_samples():
 def test_k_step_scheduling_counts_updates(tmp_path):
     data = tiny_images(16)
     cfg, mcfg = resolve(TrainConfig(d_steps=3, g_steps=2, batch_size=4, out=str(tmp_path), **TINY), data)
-    game = _Game(cfg, mcfg, data, cpu_rt(), None)
+    game = Game(cfg, mcfg, data, cpu_rt(), None)
     calls = {"d": 0, "g": 0}
     for name, opt in (("d", game.opt_d), ("g", game.opt_g)):
         orig = opt.step
@@ -146,7 +147,7 @@ def test_scaler_updates_once_per_iteration(tmp_path):
     data = tiny_images(16)
     rt = cpu_rt(scaler_enabled=True)
     cfg, mcfg = resolve(TrainConfig(batch_size=4, out=str(tmp_path), **TINY), data)
-    game = _Game(cfg, mcfg, data, rt, None)
+    game = Game(cfg, mcfg, data, rt, None)
     n = {"update": 0}
     orig = rt.scaler.update
 
@@ -363,14 +364,14 @@ def test_collapse_warning_keeps_the_last_good_model_and_nan_stops(tmp_path, monk
     rep.warn = warnings.append
     out = tmp_path / "c"
     losses = iter([1.0] * 4 + [0.001] * 100)
-    real_iteration = _Game.iteration
+    real_iteration = Game.iteration
 
     def fake_iteration(self, want_norm):
         real_iteration(self, want_norm)
         v = torch.tensor(next(losses))
         return {"loss_d": v, "loss_g": v, "d_real": v, "d_fake": v}
 
-    monkeypatch.setattr(_Game, "iteration", fake_iteration)
+    monkeypatch.setattr(Game, "iteration", fake_iteration)
     cfg = dict(dataset="gaussian", log_every=1, sample_every=4, collapse_steps=3, out=str(out))
     train(TrainConfig(steps=4, **cfg), cpu_rt(), rep)
     good = (out / "model.safetensors").read_bytes()
@@ -415,3 +416,23 @@ def test_inception_file_is_found_without_importing_the_package(monkeypatch):
     monkeypatch.setattr(fidlib.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DlkitError, match=r"pip install 'dlkit\[fid\]'"):
         fidlib.find_inception()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_cli_eval_fid_on_a_folder_with_a_standin_inception(invoke, tmp_path):
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        _folder(root / split / "a", [((28, 28), "L")] * 3)
+        _folder(root / split / "b", [((28, 28), "L")] * 3)
+    out = tmp_path / "m"
+    assert invoke("gan-train", "--dataset", "folder", "--data", root / "train", "--image-size", "28", "--steps", "2",
+                  "--batch-size", "3", "--g-width", "8", "--d-width", "8", "--out", out).exit_code == 0
+    incep = _standin_inception(tmp_path / "incep.pt")
+    r = invoke("gan-eval", "-m", out / "model.safetensors", "--metric", "fid", "--dataset", "folder", "--data", root,
+               "--inception", incep, "-n", "4", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["what"] for row in rows] == ["model", "real test vs real train (reference)"]
+    assert all(row["fid"] >= 0 and row["n"] == 4 for row in rows)
+    r = invoke("gan-eval", "-m", out / "model.safetensors", "--metric", "parzen", "--dataset", "folder", "--data", root)
+    assert r.exit_code == 2 and "28x28 MNIST" in r.stderr

@@ -7,12 +7,12 @@ caption vocabulary become <unk> (the vocabulary still comes from the training ca
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import torch
 
 from dlkit.core.errors import DataError
+from dlkit.core.io import read_text
 from dlkit.core.optim import check_finite, optimizer_step
 from dlkit.tasks.caption.data import Vocab, pad_batch
 from dlkit.tasks.caption.model import caption_loss
@@ -21,18 +21,8 @@ from dlkit.text.tokens import UNK
 
 def read_sentences(path: str | Path, limit: int = 2_000_000) -> list[str]:
     """One sentence per line, plain or gzip UTF-8 text; empty lines skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--pretrain-text '{path}' does not exist")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"--pretrain-text '{path}' is a damaged gzip file: {e}") from None
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"--pretrain-text '{path}' looks binary; expected one sentence per line")
-    lines = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines()]
+    text = read_text(path, "--pretrain-text", errors="replace")
+    lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln][:limit]
     if not lines:
         raise DataError(f"--pretrain-text '{path}' holds no sentences")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -222,6 +221,7 @@ def gan_eval(
     batch_size: Annotated[int, _opt("--batch-size", min=1, help="Images per Inception batch.")] = 50,
     seed: Seed = 0,
     device: Device = "auto",
+    precision: Precision = "auto",
     threads: Threads = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -241,13 +241,13 @@ def gan_eval(
       dlkit gan-eval --model runs/ring/model.safetensors --metric toy
     """
     from dlkit.core.report import Reporter
-    from dlkit.core.runtime import resolve_device, set_threads
+    from dlkit.core.runtime import make_runtime
     from dlkit.tasks.gan.evaluate import run_eval
 
     report = Reporter(quiet=quiet, json_mode=json_out)
-    set_threads(threads)
+    rt = make_runtime(device, precision, seed, distributed=False, threads=threads)
     rows = run_eval(model, metric.value, dataset, str(data) if data else None, num, str(inception) if inception else None,
-                    batch_size, seed, resolve_device(device), report)
+                    batch_size, seed, rt, report)
     for row in rows:
         if json_out:
             report.event("eval", metric=metric.value, **row)

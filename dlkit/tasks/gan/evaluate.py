@@ -6,6 +6,7 @@ Each function returns a list of rows ``{"what": ..., metric: value, ...}``: the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -20,10 +21,10 @@ from dlkit.tasks.gan.model import GANPair
 from dlkit.tasks.gan.parzen import parzen
 
 
-def evaluate_toy(model: GANPair, toy: str, n: int = 10000, seed: int = 0) -> list[dict]:
+def evaluate_toy(model: GANPair, toy: str, n: int = 10000, seed: int = 0, autocast=contextlib.nullcontext) -> list[dict]:
     if toy not in TOYS:
         raise UsageError("this is an image model; use --metric fid or parzen")
-    gen = sample(model, n, seed)
+    gen = sample(model, n, seed, autocast=autocast)
     real = sample_toy(toy, n, torch.Generator().manual_seed(seed + 1))
     return [{"what": "model", "n": n, **toy_metrics(toy, gen)},
             {"what": "real vs real (reference)", "n": n, **toy_metrics(toy, real)}]
@@ -40,7 +41,8 @@ def _pick(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int, seed: int = 0,
                  inception: str | os.PathLike | None = None, device="cpu", batch: int = 50,
                  cache: Callable[[str], Path | None] | None = None, labels: tuple[str, str] = ("train", "test"),
-                 progress: Callable[[int], None] | None = None, size: int = fidlib.INCEPTION_SIZE) -> list[dict]:
+                 progress: Callable[[int], None] | None = None, size: int = fidlib.INCEPTION_SIZE,
+                 autocast=contextlib.nullcontext) -> list[dict]:
     """FID of n generated images against n real images (``real``, uint8), and the reference FID of n other
     real images (``other``, e.g. the test split) against the same real set. ``cache(name)`` may give a file
     for the real features (they are reused by every model)."""
@@ -58,7 +60,7 @@ def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int
 
     f_real = feats(real_n, f"{labels[0]}-{len(real_n)}")
     f_other = feats(other_n, f"{labels[1]}-{len(other_n)}")
-    gen = lambda start, count: sample(model, count, seed=seed * 1_000_003 + start)  # noqa: E731
+    gen = lambda start, count: sample(model, count, seed=seed * 1_000_003 + start, autocast=autocast)  # noqa: E731
     f_gen = fidlib.features(net, gen, n=n, batch=batch, device=device, progress=progress, size=size)
     return [{"what": "model", "fid": fidlib.fid_from_features(f_gen, f_real), "n": n, "against": f"{labels[0]} ({len(real_n)})"},
             {"what": f"real {labels[1]} vs real {labels[0]} (reference)", "fid": fidlib.fid_from_features(f_other, f_real),
@@ -66,7 +68,8 @@ def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int
 
 
 def evaluate_parzen(model: GANPair, train: torch.Tensor, test: torch.Tensor, n: int = 10000, n_valid: int = 10000,
-                    seed: int = 0, progress: Callable[[int], None] | None = None) -> list[dict]:
+                    seed: int = 0, progress: Callable[[int], None] | None = None,
+                    autocast=contextlib.nullcontext) -> list[dict]:
     """Goodfellow et al. 2014: n generated samples, sigma chosen on the last ``n_valid`` training images,
     the mean log-likelihood of the test set. Reference: n real training images (not the validation ones)."""
     if len(train) <= n_valid:
@@ -74,7 +77,7 @@ def evaluate_parzen(model: GANPair, train: torch.Tensor, test: torch.Tensor, n: 
     to01 = lambda x: x.float() / 255.0  # noqa: E731
     valid, pool = to01(train[-n_valid:]), train[:-n_valid]
     test01 = to01(test)
-    gen = sample(model, n, seed)
+    gen = sample(model, n, seed, autocast=autocast)
     rows = [{"what": "model", **parzen(gen, valid, test01, progress=progress), "n": n}]
     ref = to01(_pick(pool, n, seed))
     rows.append({"what": "real train vs test (reference)", **parzen(ref, valid, test01, progress=progress), "n": len(ref)})
@@ -118,16 +121,18 @@ def real_feature_cache(data: str, shape, seed: int) -> Callable[[str], Path]:
 
 
 def run_eval(spec: str, metric: str, dataset: str | None, data: str | None, n: int, inception: str | None,
-             batch: int, seed: int, device, report) -> list[dict]:
-    """What ``gan-eval`` does: load the model, read the real data, score, return the rows."""
+             batch: int, seed: int, rt, report) -> list[dict]:
+    """What ``gan-eval`` does: load the model, read the real data, score, return the rows. The runtime's
+    precision applies to the generator only; Inception features are always computed in fp32."""
     from dlkit.tasks.gan.infer import load_gan
 
+    device, autocast = rt.device, rt.autocast
     model, meta = load_gan(spec, device=device)
     toy = meta.get("toy")
     if metric == "toy":
         if not toy:
             raise UsageError("--metric toy is for the gaussian/ring models; use fid or parzen for images")
-        return evaluate_toy(model, toy, n, seed)
+        return evaluate_toy(model, toy, n, seed, autocast)
     if toy:
         raise UsageError(f"'{spec}' is a toy ({toy}) model; use --metric toy")
     train, test, name = _real_splits(meta, dataset, data, model.cfg.data_shape)
@@ -136,10 +141,10 @@ def run_eval(spec: str, metric: str, dataset: str | None, data: str | None, n: i
             raise UsageError("the Parzen protocol is defined for 28x28 MNIST models (Goodfellow et al. 2014)")
         report.info(f"gan-eval: Parzen window, {n} samples, sigma on the last 10000 training images, 10000 test images")
         with report.progress(4 * len(test), "parzen") as update:
-            return evaluate_parzen(model, train, test, n=n, seed=seed, progress=lambda k: update(k))
+            return evaluate_parzen(model, train, test, n=n, seed=seed, progress=lambda k: update(k), autocast=autocast)
     cache = real_feature_cache(data, model.cfg.data_shape, seed) if inception is None else None
     report.info(f"gan-eval: FID with {n} images per set ({name} train as the real set; Inception at 299x299, "
                 f"bilinear resize; real features cached in $DLKIT_HOME/cache)")
     with report.progress(3 * n, "fid") as update:
         return evaluate_fid(model, train, test, n, seed, inception, device, batch, cache, ("train", "test"),
-                            progress=lambda k: update(k))
+                            progress=lambda k: update(k), autocast=autocast)

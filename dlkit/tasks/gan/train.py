@@ -1,20 +1,12 @@
 """Training a GAN: the minimax game of Goodfellow et al. 2014, Algorithm 1, with the choices exposed.
 
-One iteration = ``d_steps`` discriminator updates (each on a fresh minibatch of real data and one of
-generated samples) followed by ``g_steps`` generator updates (the paper: k D steps, then one G step).
-Adam with the GAN settings (Radford et al.: lr 2e-4, beta1 0.5; wgan-gp: lr 1e-4, betas (0, 0.9), 5 critic
-steps). Mixed precision goes through one GradScaler shared by both optimizers: GradScaler allows one
-``step`` per optimizer between ``update`` calls, so the scaler is updated once per iteration when each player
-moves once, and in between when one player moves several times (PyTorch's multiple-optimizer AMP recipe).
-
-Real batches come from a permutation seeded by (seed, epoch) and noise from a generator seeded by
-(seed, iteration), so a resumed run sees exactly the data and noise an uninterrupted one would; under DDP
-each rank takes its own slice of the permutation and its own noise.
+The players and one iteration of the game live in ``game.py``; here: the run's configuration and its defaults
+(Adam with the GAN settings - Radford et al.: lr 2e-4, beta1 0.5; wgan-gp: lr 1e-4, betas (0, 0.9), 5 critic
+steps), the run folder's outputs, and the loop (logging, collapse/NaN checks, samples, checkpoints, resume).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -26,13 +18,14 @@ import torch
 from dlkit.core import checkpoint as ckpt
 from dlkit.core.errors import Interrupted, UsageError
 from dlkit.core.interrupt import StopSignal
-from dlkit.core.optim import check_finite, optimizer_step
+from dlkit.core.optim import check_finite
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.runtime import Runtime, unwrap
 from dlkit.tasks.gan import plots
-from dlkit.tasks.gan.data import GANData, load_data, sample_toy, to_pixels, to_unit, toy_metrics
-from dlkit.tasks.gan.losses import LOSSES, d_loss, d_probability, g_loss, gradient_penalty
-from dlkit.tasks.gan.model import DCGAN_SIZES, GANConfig, GANPair, check_config
+from dlkit.tasks.gan.data import GANData, load_data, sample_toy, to_pixels, toy_metrics
+from dlkit.tasks.gan.game import Game
+from dlkit.tasks.gan.losses import LOSSES
+from dlkit.tasks.gan.model import DCGAN_SIZES, GANConfig, check_config
 
 TASK = "gan"
 MODEL_FILE = "model.safetensors"
@@ -123,170 +116,7 @@ def resolve(cfg: TrainConfig, data: GANData) -> tuple[TrainConfig, GANConfig]:
     return out, mcfg
 
 
-class Batches:
-    """Real minibatches by a counter: batch ``i`` of epoch ``i // per_epoch`` of a (seed, epoch) permutation."""
-
-    def __init__(self, data: GANData, batch: int, seed: int, rank: int = 0, world: int = 1):
-        self.data, self.batch, self.seed, self.rank, self.world = data, batch, seed, rank, world
-        self.per_epoch = 0 if data.is_toy else max(1, len(data) // world // batch)
-        self._epoch, self._perm = -1, None
-
-    def get(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.data.is_toy:
-            g = torch.Generator().manual_seed(self.seed * 7919 + i * self.world + self.rank + 1)
-            return sample_toy(self.data.name, self.batch, g), None
-        epoch, j = divmod(i, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-            self._perm = torch.randperm(len(self.data), generator=g)[self.rank::self.world]
-            self._epoch = epoch
-        idx = self._perm[j * self.batch:(j + 1) * self.batch]
-        return to_unit(self.data.images[idx]), self.data.labels[idx]
-
-
-@torch.no_grad()
-def standing_stats(gen: torch.nn.Module, mcfg: GANConfig, device, batches: int = 16, batch: int = 256,
-                   seed: int = 0) -> torch.nn.Module:
-    """A copy of ``gen`` whose BatchNorm running statistics are re-estimated for its own weights.
-
-    The EMA generator's weights are an average, but the BatchNorm statistics it inherits belong to the raw
-    generator's last weights; BigGAN (Brock et al. 2019) re-estimates them ("standing statistics"). Here: the
-    cumulative mean over ``batches`` seeded batches of noise in train mode. Without BatchNorm: ``gen`` itself."""
-    bns = [m for m in gen.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return gen
-    gen = copy.deepcopy(gen)
-    for m in gen.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-    g = torch.Generator().manual_seed(seed + 777)
-    gen.train()
-    for _ in range(batches):
-        z = torch.randn(batch, mcfg.z_dim, generator=g).to(device)
-        y = torch.randint(0, mcfg.num_classes, (batch,), generator=g).to(device) if mcfg.num_classes else None
-        gen(z, y)
-    for m in gen.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    return gen.eval()
-
-
-class _Game:
-    """Networks, optimizers, EMA and the counters of one run; :meth:`iteration` plays one round."""
-
-    def __init__(self, cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, state: dict | None):
-        self.cfg, self.mcfg, self.rt, self.data = cfg, mcfg, rt, data
-        if cfg.loss == "wgan-gp" and rt.distributed:
-            raise UsageError("--loss wgan-gp does not run under DDP (its double backward bypasses DDP); use hinge")
-        pair = GANPair(mcfg)
-        self.ema = copy.deepcopy(pair.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
-        if state is not None:
-            pair.generator.load_state_dict(state["generator"])
-            pair.discriminator.load_state_dict(state["discriminator"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
-        self.ema = self.ema.to(rt.device) if self.ema is not None else None
-        self.gen, self.disc = rt.wrap(pair.generator), rt.wrap(pair.discriminator)
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.d_lr, betas=(cfg.beta1, cfg.beta2))
-        self.batches = Batches(data, cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
-        self.step = self.real_used = self.d_updates = self.g_updates = 0
-        if state is not None:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
-            rt.scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            self.step, self.real_used = state["step"], state["real_used"]
-            self.d_updates, self.g_updates = state["d_updates"], state["g_updates"]
-
-    def noise(self, n: int, tag: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step * 8 + tag) * self.rt.world_size + self.rt.rank)
-        z = torch.randn(n, self.mcfg.z_dim, generator=g)
-        y = torch.randint(0, self.mcfg.num_classes, (n,), generator=g) if self.mcfg.num_classes else None
-        return z.to(self.rt.device), (y.to(self.rt.device) if y is not None else None)
-
-    def d_update(self, k: int) -> dict[str, torch.Tensor]:
-        cfg, rt = self.cfg, self.rt
-        real, y = self.batches.get(self.real_used)
-        self.real_used += 1
-        real = real.to(rt.device, non_blocking=True)
-        y = y.to(rt.device) if (y is not None and self.mcfg.num_classes) else None
-        z, yf = self.noise(real.shape[0], k)
-        self.opt_d.zero_grad(set_to_none=True)  # the G update left gradients in D
-        with rt.autocast():
-            with torch.no_grad():
-                fake = self.gen(z, yf)
-            l_real, l_fake = self.disc(real, y), self.disc(fake, yf)
-        loss = d_loss(cfg.loss, l_real.float(), l_fake.float())
-        if cfg.loss == "wgan-gp":
-            loss = loss + cfg.gp_weight * gradient_penalty(unwrap(self.disc), real.float(), fake.float(), yf if y is None else y)
-        optimizer_step(loss, self.opt_d, rt.scaler, update_scaler=False)
-        self.d_updates += 1
-        return {"loss_d": loss.detach(), "d_real": d_probability(cfg.loss, l_real.detach().float()).mean(),
-                "d_fake": d_probability(cfg.loss, l_fake.detach().float()).mean()}
-
-    def g_update(self, k: int, want_norm: bool) -> dict[str, torch.Tensor]:
-        cfg, rt = self.cfg, self.rt
-        z, yf = self.noise(cfg.batch_size, 4 + k)
-        toggle = not rt.distributed  # DDP expects every D parameter to get a gradient
-        if toggle:
-            self.disc.requires_grad_(False)
-        with rt.autocast():
-            l_fake = self.disc(self.gen(z, yf), yf)
-        loss = g_loss(cfg.loss, l_fake.float())
-        # a clip threshold no norm reaches: optimizer_step unscales and returns the norm without clipping
-        norm = optimizer_step(loss, self.opt_g, rt.scaler, clip=1e30 if want_norm else 0.0, update_scaler=False)
-        if toggle:
-            self.disc.requires_grad_(True)
-        self.g_updates += 1
-        self.update_ema()
-        out = {"loss_g": loss.detach()}
-        if norm is not None:
-            out["g_grad_norm"] = torch.tensor(norm)
-        return out
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        if self.ema is None:
-            return
-        decay = min(self.cfg.ema, (1 + self.g_updates) / (10 + self.g_updates))  # short runs: a faster start
-        for e, p in zip(self.ema.parameters(), unwrap(self.gen).parameters()):
-            e.lerp_(p.detach(), 1 - decay)
-        for e, b in zip(self.ema.buffers(), unwrap(self.gen).buffers()):
-            e.copy_(b)
-
-    def iteration(self, want_norm: bool) -> dict[str, torch.Tensor]:
-        """Algorithm 1: d_steps D updates, then g_steps G updates; the scaler is updated once per iteration
-        (plus once between repeated updates of the same player, which GradScaler requires)."""
-        out: dict[str, torch.Tensor] = {}
-        for k in range(self.cfg.d_steps):
-            out = self.d_update(k)
-            if k < self.cfg.d_steps - 1:
-                self.rt.scaler.update()
-        for k in range(self.cfg.g_steps):
-            out.update(self.g_update(k, want_norm and k == 0))
-            if k < self.cfg.g_steps - 1:
-                self.rt.scaler.update()
-        self.rt.scaler.update()
-        self.step += 1
-        return out
-
-    def sampler(self) -> torch.nn.Module:
-        """The generator used for samples and the model file: the EMA copy (with BatchNorm statistics
-        recomputed for its own weights) when there is one."""
-        if self.ema is None:
-            return unwrap(self.gen)
-        return standing_stats(self.ema, self.mcfg, self.rt.device, seed=self.cfg.seed)
-
-    def state(self) -> dict:
-        return {"generator": unwrap(self.gen).state_dict(), "discriminator": unwrap(self.disc).state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else {}, "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "scaler": self.rt.scaler.state_dict(), "rng": rng_state(),
-                "step": self.step, "real_used": self.real_used, "d_updates": self.d_updates, "g_updates": self.g_updates}
-
-
-def model_meta(cfg: TrainConfig, mcfg: GANConfig, data: GANData, game: _Game, seconds: float, metrics: dict,
+def model_meta(cfg: TrainConfig, mcfg: GANConfig, data: GANData, game: Game, seconds: float, metrics: dict,
                with_discriminator: bool = True) -> dict:
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")}
     what = data.name if data.is_toy else f"{data.name} ({len(data)} images)"
@@ -307,7 +137,7 @@ def model_meta(cfg: TrainConfig, mcfg: GANConfig, data: GANData, game: _Game, se
     }
 
 
-def generator_state(game: _Game, with_discriminator: bool = True) -> dict:
+def generator_state(game: Game, with_discriminator: bool = True) -> dict:
     sd = {f"generator.{k}": v for k, v in game.sampler().state_dict().items()}
     if with_discriminator:
         sd.update({f"discriminator.{k}": v for k, v in unwrap(game.disc).state_dict().items()})
@@ -337,7 +167,7 @@ class _Outputs:
                 f.write(json.dumps(row) + "\n")
 
     @torch.no_grad()
-    def sample(self, game: _Game, history: list) -> None:
+    def sample(self, game: Game, history: list) -> None:
         """Samples from the fixed noise (a grid, or the toy's plot), toy metrics, the losses plot."""
         if not self.rt.is_main:
             return
@@ -363,7 +193,7 @@ class _Outputs:
         self.report.event("samples", step=game.step, path=str(path))
         plots.plot_history(history, Path(self.cfg.out) / "losses.png", self.cfg.loss)
 
-    def save(self, game: _Game, history: list, seconds: float, healthy: bool, write_model: bool = True) -> None:
+    def save(self, game: Game, history: list, seconds: float, healthy: bool, write_model: bool = True) -> None:
         if not self.rt.is_main:
             return
         if write_model and (healthy or not self.model_path.exists()):
@@ -403,7 +233,7 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS + ("loss",), outs.state_file)
     elif cfg.resume:
         report.warn(f"--resume: no state in {cfg.out} yet; starting a new run")
-    game = _Game(cfg, mcfg, data, rt, state)
+    game = Game(cfg, mcfg, data, rt, state)
     total, sample_every = _plan(cfg, data, game.batches.per_epoch)
     history = list(state["history"]) if state else []
     elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
