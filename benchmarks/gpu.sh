@@ -14,7 +14,7 @@
 #   command:   bash benchmarks/gpu.sh
 #   carry:     [".data", ".whl", ".peers/nanoGPT"]
 #   timeout_s: 600   (stage budgets sum to 9.0 min; TOTAL_S=540 s is a hard deadline inside: a stage that does not
-#                     fit the time left is skipped; each is also capped at its budget + STARTUP_S=40 s)
+#                     fit the time left is skipped; each is also capped at its budget + STARTUP_S=40 s and at that deadline)
 # Results in $OUT: summary.jsonl (one line per stage), log.txt, results.tar.gz (fp16 models, events, logs; split
 # into 15 MB parts if ever larger). Then give the machine back.
 #
