@@ -23,6 +23,13 @@ MaxTime = Annotated[
 ]
 
 
+def opt(*names: str, help: str, panel: str | None = None, **kw):
+    """A ``typer.Option`` with its help panel given as ``panel`` (the task CLIs' one spelling of an option)."""
+    if panel is not None:
+        kw["rich_help_panel"] = panel
+    return typer.Option(*names, help=help, **kw)
+
+
 def choice(*values: str):
     """A Typer callback that accepts only ``values`` for a str option: a usage error (exit 2, one line) otherwise.
 
@@ -37,11 +44,11 @@ def choice(*values: str):
 
 
 Precision = Annotated[
-    str, typer.Option("--precision", callback=choice("auto", "fp32", "bf16", "fp16"),
+    str, typer.Option("--precision", callback=choice("auto", "fp32", "bf16", "fp16"), metavar="auto|fp32|bf16|fp16",
                       help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs, fp32 on CPU)", rich_help_panel="Runtime")
 ]
 SaveDtype = Annotated[
-    str, typer.Option("--save-dtype", callback=choice("fp32", "fp16"), help="fp32 or fp16 weights in the model file.",
+    str, typer.Option("--save-dtype", callback=choice("fp32", "fp16"), metavar="fp32|fp16", help="fp32 or fp16 weights in the model file.",
                       rich_help_panel="Output")
 ]
 Threads = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import Device, Json, Overwrite, Precision, Quiet, Seed, Threads
+from dlkit.core.options import opt as _opt, Device, Json, Overwrite, Precision, Quiet, Seed, Threads
 from dlkit.tasks.adversarial.spec import MINIMAL, METHODS, TARGETED, eps_label, parse_eps, parse_eps_list, \
     parse_methods, parse_transforms
 
@@ -20,9 +20,6 @@ IMAGENET = "imagenet-efficientnet-lite0"
 _ATTACK = "Attack"
 _DATA = "Dataset mode"
 
-
-def _opt(*names: str, help: str, panel: str | None = None, **kw):
-    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
 
 
 @app.command("adv-attack")

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import (Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
+from dlkit.core.options import (opt as _opt, Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
                                 Threads)
 
 app = typer.Typer()
@@ -40,9 +40,6 @@ class OnMissing(str, Enum):
     skip = "skip"
     stop = "stop"
 
-
-def _opt(*names: str, help: str, panel: str | None = None, **kw):
-    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
 
 
 @app.command("caption-train")

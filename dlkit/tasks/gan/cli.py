@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import (Device, Download, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, Seed,
+from dlkit.core.options import (opt as _opt, SaveDtype, Device, Download, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, Seed,
                                 Threads)
 
 app = typer.Typer()
@@ -26,19 +26,11 @@ class ArchName(str, Enum):
     dcgan = "dcgan"
 
 
-class StoredDtype(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
 class Metric(str, Enum):
     fid = "fid"
     parzen = "parzen"
     toy = "toy"
 
-
-def _opt(*names: str, help: str, **kw):
-    return typer.Option(*names, help=help, **kw)
 
 
 @app.command("gan-train")
@@ -68,7 +60,7 @@ def gan_train(
     sample_every: Annotated[Optional[int], _opt("--sample-every", min=1, help="Iterations between sample grids (default: each epoch).")] = None,
     log_every: Annotated[int, _opt("--log-every", min=1, help="Iterations between logged metrics.")] = 50,
     max_time: MaxTime = None,
-    save_dtype: Annotated[StoredDtype, _opt("--save-dtype", help="Weights stored in the model file.")] = StoredDtype.fp32,
+    save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     overwrite: Overwrite = False,
     device: Device = "auto",
@@ -103,7 +95,7 @@ def gan_train(
         arch=arch.value if arch else None, z_dim=z_dim, g_width=g_width, d_width=d_width, conditional=conditional,
         spectral_norm=spectral_norm, loss=loss.value, d_steps=d_steps, g_steps=g_steps, lr=lr, d_lr=d_lr, beta1=beta1,
         batch_size=batch_size, steps=steps, epochs=epochs, ema=ema, sample_every=sample_every, log_every=log_every,
-        max_time=max_time * 60 if max_time else None, out=str(out), seed=seed, save_dtype=save_dtype.value, resume=resume,
+        max_time=max_time * 60 if max_time else None, out=str(out), seed=seed, save_dtype=save_dtype, resume=resume,
     )
 
     def render(result, report) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import (Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
+from dlkit.core.options import (opt as _opt, Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
                                 Threads)
 
 app = typer.Typer()
@@ -27,9 +27,6 @@ class TokenizerKind(str, Enum):
     char = "char"
     bpe = "bpe"
 
-
-def _opt(*names: str, help: str, **kw):
-    return typer.Option(*names, help=help, **kw)
 
 
 @app.command("lm-train")

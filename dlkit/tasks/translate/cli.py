@@ -22,7 +22,6 @@ Arch = Literal["lstm", "lstm-attention", "transformer"]
 Size = Literal["tiny", "small", "base"]
 AttentionKind = Literal["luong", "bahdanau"]
 Subword = Literal["bpe", "unigram"]
-SaveFmt = Literal["fp32", "fp16"]
 
 
 @app.command("translate-train")
@@ -58,7 +57,7 @@ def translate_train(
     average_last: Annotated[int, typer.Option("--average-last", min=1, help="Average the last N validated checkpoints.", rich_help_panel=_T)] = 1,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between loss reports.", rich_help_panel=_T)] = 20,
     max_time: MaxTime = None,
-    save_dtype: Annotated[SaveFmt, typer.Option("--save-dtype", help="Weights in the model file.", rich_help_panel="Output")] = "fp32",
+    save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     overwrite: Overwrite = False,
     device: Device = "auto",
