@@ -56,3 +56,14 @@ def invoke(runner):
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return _invoke
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: small convolutions are fastest, and timings steadiest, that way on a shared CPU."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -208,19 +208,3 @@ def ensure_can_write(out: str | os.PathLike, inputs: list[Path] = (), overwrite:
     except OSError as e:
         raise OutputError(f"cannot create folder '{out.parent}': {e.strerror}") from None
     return out
-
-
-# Images are decoded by dlkit.vision.image (the one decoder: EXIF, modes, bombs refused before decoding).
-# These two names stay for old callers and are thin aliases; new code imports dlkit.vision.image.
-def load_image(path: str | os.PathLike, mode: str | None = "RGB"):
-    """Deprecated alias of :func:`dlkit.vision.image.open_image`."""
-    from dlkit.vision.image import open_image
-
-    return open_image(path, mode=mode)
-
-
-def save_image(img, path: str | os.PathLike) -> Path:
-    """Deprecated alias of :func:`dlkit.vision.image.save_image`."""
-    from dlkit.vision.image import save_image as _save
-
-    return _save(img, path)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from dlkit.core.errors import DataError, OutputError
-from dlkit.core.io import check_text_file, ensure_can_write, iter_input_lines, load_image, text_files
+from dlkit.core.io import check_text_file, ensure_can_write, iter_input_lines, text_files
 from dlkit.core.report import Reporter
 
 
@@ -78,23 +78,6 @@ def test_output_equal_to_input_is_refused(tmp_path):
     with pytest.raises(OutputError, match="--overwrite"):
         ensure_can_write(f, [f])
     assert ensure_can_write(f, [f], overwrite=True) == f
-
-
-def test_image_guards(tmp_path):
-    (tmp_path / "zero.png").write_bytes(b"")
-    with pytest.raises(DataError, match="empty"):
-        load_image(tmp_path / "zero.png")
-    (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(DataError, match="not an image"):
-        load_image(tmp_path / "text.png")
-    from PIL import Image
-
-    Image.new("RGB", (64, 64), "red").save(tmp_path / "ok.png")
-    data = (tmp_path / "ok.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="damaged or truncated|not an image"):
-        load_image(tmp_path / "cut.png")
-    assert load_image(tmp_path / "ok.png").size == (64, 64)
 
 
 def test_rich_mode_draws_progress_on_stderr_not_stdout():

@@ -21,12 +21,7 @@ from dlkit.vision.classifier import Classifier, save_classifier
 SIDE, K, USED = 12, 10, 4  # 12x12 grey images, 10 output classes ("0".."9", MNIST-style), 4 of them used
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,13 +25,7 @@ from dlkit.tasks.superres.train import TrainConfig, train
 TINY = dict(n_blocks=2, channels=16, bn=False, kernel=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs are fastest (and timings steadiest on a shared CPU) with one intra-op thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quiet():

@@ -173,12 +173,25 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
 
 
-def test_core_io_alias_uses_the_one_decoder(tmp_path):
-    from dlkit.core.io import load_image
-
+def test_open_image_reads_bytes_and_refuses_bombs_from_paths(tmp_path):
     (tmp_path / "b.png").write_bytes(png_bomb())
     with pytest.raises(ImageTooLarge):
-        load_image(tmp_path / "b.png")
+        open_image(tmp_path / "b.png")
     buf = io.BytesIO()
     Image.fromarray(rgb()).save(buf, format="PNG")
     assert open_image(buf.getvalue()).size == (7, 5)
+
+
+def test_image_guards(tmp_path):
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        open_image(tmp_path / "zero.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(DataError, match="not an image"):
+        open_image(tmp_path / "text.png")
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="damaged or truncated|not an image"):
+        open_image(tmp_path / "cut.png")
+    assert open_image(tmp_path / "ok.png").size == (64, 64)
