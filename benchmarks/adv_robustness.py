@@ -38,7 +38,7 @@ def main() -> None:
     from dlkit.core.report import Reporter
     from dlkit.core.runtime import make_runtime
     from dlkit.tasks.adversarial import data, infer, model
-    from dlkit.tasks.adversarial.attacks import AttackConfig
+    from dlkit.vision.attacks import AttackConfig
     from dlkit.tasks.adversarial.spec import eps_label, parse_eps_list
 
     rt = make_runtime(args.device, "fp32", 0, distributed=False)

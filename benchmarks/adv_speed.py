@@ -57,7 +57,7 @@ def main() -> None:
     import torchattacks
 
     from dlkit.core.runtime import make_runtime
-    from dlkit.tasks.adversarial.attacks import pgd
+    from dlkit.vision.attacks import pgd
     from dlkit.tasks.adversarial.model import load_victim, prepare
 
     rt = make_runtime(args.device, "fp32", 0, distributed=False)

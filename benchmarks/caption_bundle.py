@@ -81,7 +81,7 @@ def main() -> None:
 
     import torch
 
-    from dlkit.core.checkpoint import load_model_file, save_model
+    from dlkit.core.modelfile import load_model_file, save_model
 
     tensors, meta = load_model_file(args.model, "caption")
     if meta["encoder"].get("stored"):

@@ -3,7 +3,7 @@
 The held-out images are the ones the model's training run set aside (``--test-images``, never used for model
 selection; ``--split val`` for the validation images): their names are in the model file, or the split is
 recomputed from the recipe stored there. Text is scored lower-cased with punctuation dropped (see
-dlkit.tasks.caption.data); BLEU through sacreBLEU (tokenize=none), CIDEr-D as pycocoevalcap computes it.
+dlkit.tasks.caption.vocab); BLEU through sacreBLEU (tokenize=none), CIDEr-D as pycocoevalcap computes it.
 
 Usage:
   python benchmarks/caption_quality.py --data ../shared/data/flickr8k-1k/captions.txt \
@@ -18,7 +18,7 @@ import time
 
 
 def heldout(meta: dict, data, split: str) -> list[int]:
-    from dlkit.vision.captions import split_by_image
+    from dlkit.vision.caption_files import split_by_image
 
     files = ((meta.get("training") or {}).get("split") or {}).get("heldout_files", {}).get(split)
     if files:
@@ -44,11 +44,11 @@ def main() -> None:
     import torch
 
     from dlkit.core.runtime import make_runtime
-    from dlkit.tasks.caption.data import normalize
+    from dlkit.tasks.caption.vocab import normalize
     from dlkit.tasks.caption.features import load_pixels
     from dlkit.tasks.caption.infer import caption_pixels, load_captioner
     from dlkit.tasks.caption.metrics import caption_scores
-    from dlkit.vision.captions import load_captions
+    from dlkit.vision.caption_files import load_captions
 
     rt = make_runtime("cpu", "fp32", 0, distributed=False, threads=args.threads)
     data = load_captions(args.data)

@@ -12,7 +12,8 @@ so a run that is cut short still ends annealed.
         --out runs/cifar10-resnet --epochs 12 --max-time 50
 
 Writes OUT/model.safetensors (a `classifier` file, fp16 weights with --fp16) and prints one JSON line with
-the test accuracy. Copy the file to dlkit/zoo/<name>.safetensors to bundle it.
+the test accuracy. Copy the file to dlkit/zoo/<name>.safetensors to bundle it. The bundled CIFAR-10 model
+`cifar10-airbench` comes from the full airbench recipe instead: `dlkit classifier-train` (see its card).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def main() -> None:
 
     import torch
 
-    from dlkit.core.checkpoint import load_model_file, save_model
+    from dlkit.core.modelfile import load_model_file, save_model
 
     from dlkit.tasks.gan.infer import load_gan
     from dlkit.tasks.gan.game import standing_stats

@@ -110,8 +110,8 @@ def sample(n: int = 500, model: str | None = None) -> None:
         name = Path(model).name
     else:
         torch.manual_seed(0)
-        m = GPT(preset("baby", vocab_size=65, dropout=0.0)).eval()
-        name = "baby preset (random weights)"
+        m = GPT(preset("large", vocab_size=65, dropout=0.0)).eval()
+        name = "large preset (random weights)"
     prompt = torch.zeros(1, 1, dtype=torch.long)
     rates = {}
     for cache in (True, False):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dlkit.core.checkpoint import load_model_file, save_model
+from dlkit.core.modelfile import load_model_file, save_model
 from dlkit.core.zoo import ZOO_DIR, resolve_model
 from dlkit.tasks.superres import infer
 

@@ -46,7 +46,7 @@ def model_path(spec: str | None, tmp: Path) -> tuple[str, str]:
     try:
         return str(resolve_model(spec or "srresnet-x4", "superres")), spec or "srresnet-x4"
     except DlkitError:
-        from dlkit.core.checkpoint import save_model
+        from dlkit.core.modelfile import save_model
         from dlkit.tasks.superres.model import PRESETS, build_model
 
         cfg = PRESETS["small"]

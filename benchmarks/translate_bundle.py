@@ -44,12 +44,12 @@ def main() -> None:
 
     import torch
 
-    from dlkit.core import checkpoint as ckpt
+    from dlkit.core.modelfile import load_model_file, save_model
     from dlkit.tasks.translate.data import multi30k_files, read_pairs
     from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines
     from dlkit.text.bleu import translation_bleu as bleu
 
-    tensors, meta = ckpt.load_model_file(args.model, "translate")
+    tensors, meta = load_model_file(args.model, "translate")
     tr = load_translator(args.model)
     src, ref = read_pairs(*multi30k_files(args.data, "test_2016_flickr", args.pair))
     t0 = time.perf_counter()
@@ -64,7 +64,7 @@ def main() -> None:
     meta["training"]["command"] = args.recipe
     meta["training"]["hardware"] = args.hardware
     meta["headline"] = f"BLEU {b.lc_tok:.1f} (test_2016_flickr, lc tok); sacreBLEU {b.sacrebleu:.1f}"
-    out = ckpt.save_model(ZOO / f"{args.name}.safetensors", tensors, meta, dtype=torch.float16)
+    out = save_model(ZOO / f"{args.name}.safetensors", tensors, meta, dtype=torch.float16)
     params = sum(t.numel() for k, t in tensors.items() if k not in meta.get("aliases", {}))
     params = meta["training"].get("params", params)
     card = CARD.format(

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--archs", default=",".join(ARCHS))
     args = ap.parse_args()
 
-    from dlkit.core.checkpoint import read_meta
+    from dlkit.core.modelfile import read_meta
     from dlkit.tasks.translate.data import multi30k_files, read_pairs
     from dlkit.tasks.translate.infer import DecodeConfig, load_translator, translate_lines
     from dlkit.text.bleu import translation_bleu as bleu

@@ -23,6 +23,7 @@ from dlkit.core.io import results
 
 # Each entry is a module with a Typer ``app``; its commands appear at the top level.
 from dlkit import info
+from dlkit import download_cli
 from dlkit.tasks.lm import cli as lm_cli
 from dlkit.tasks.translate import cli as translate_cli
 from dlkit.tasks.superres import cli as superres_cli
@@ -30,6 +31,9 @@ from dlkit.tasks.caption import cli as caption_cli
 from dlkit.tasks.adversarial import cli as adversarial_cli
 from dlkit.tasks.gan import cli as gan_cli
 from dlkit.tasks.random_labels import cli as random_labels_cli
+from dlkit.tasks.frames import cli as frames_cli
+from dlkit.tasks.classifier import cli as classifier_cli
+from dlkit.tasks.explain import cli as explain_cli
 
 TASK_APPS = [
     lm_cli.app,
@@ -39,6 +43,10 @@ TASK_APPS = [
     adversarial_cli.app,
     gan_cli.app,
     random_labels_cli.app,
+    frames_cli.app,
+    classifier_cli.app,
+    explain_cli.app,
+    download_cli.app,
     info.app,
 ]
 
@@ -112,7 +120,9 @@ def _is_click_control(e: Exception) -> bool:
 
 
 def _error_line(msg: str) -> None:
-    msg = " ".join(str(msg).split()) or "failed"
+    from dlkit.core.io import one_line
+
+    msg = one_line(msg) or "failed"
     if sys.stderr.isatty():
         sys.stderr.write(f"\x1b[31merror:\x1b[0m {msg}\n")
     else:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dlkit.core.options import Json
+from dlkit.core.options import Json, Threads
 
 app = typer.Typer()
 models_app = typer.Typer(help="List bundled models and models under $DLKIT_HOME/models.", invoke_without_command=True)
@@ -89,11 +89,17 @@ def doctor_report() -> dict:
 
 
 @app.command()
-def doctor(json_out: Json = False) -> None:
+def doctor(json_out: Json = False, threads: Threads = None) -> None:
     """Show versions, accelerators and the models dlkit can find.
+
+    --threads shows the thread count a command given the same --threads would use.
 
     Example: dlkit doctor --json
     """
+    if threads is not None:
+        from dlkit.core.runtime import set_threads
+
+        set_threads(threads)
     r = doctor_report()
     for w in r["warnings"]:
         typer.echo(f"warning: {w}", err=True)
@@ -164,7 +170,7 @@ def models_show(name: Annotated[str, typer.Argument(help="Model NAME or path.")]
 
     Example: dlkit models show shakespeare-char
     """
-    from dlkit.core.checkpoint import read_meta
+    from dlkit.core.modelfile import read_meta
     from dlkit.core.zoo import card_path, resolve_model
 
     path = resolve_model(name)

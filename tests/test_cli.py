@@ -17,8 +17,19 @@ def _commands():
     return root.list_commands(ctx)
 
 
+COMMANDS = {  # every command a user has; a new one is added here, so that it cannot go missing unnoticed
+    "lm-train", "lm-sample", "translate-train", "translate", "superres-train", "superres", "caption-train", "caption",
+    "adv-attack", "adv-train", "gan-train", "gan-sample", "gan-eval", "fit-random-labels", "frame-predict-train",
+    "frame-predict", "classifier-train", "explain", "download", "doctor", "models",
+}
+
+
 def test_every_task_command_is_mounted():
-    assert {"lm-train", "lm-sample", "models", "doctor"} <= set(_commands())
+    from dlkit.cli import TASK_APPS
+
+    assert set(_commands()) == COMMANDS
+    for sub in TASK_APPS:  # each mounted app brings its commands (an empty app is a wiring mistake)
+        assert sub.registered_commands or sub.registered_groups, sub.info.name
 
 
 @pytest.mark.parametrize("args", [[], ["lm-train"], ["lm-sample"], ["models"], ["doctor"], ["models", "show"]])
@@ -95,7 +106,7 @@ def test_broken_model_files_in_home_are_skipped_with_a_warning(invoke, tmp_path,
 
     import torch
 
-    from dlkit.core.checkpoint import save_model
+    from dlkit.core.modelfile import save_model
 
     monkeypatch.setenv("DLKIT_HOME", str(tmp_path))
     models = tmp_path / "models"
@@ -148,7 +159,7 @@ def test_passive_openmp_wait_policy_is_set_before_torch_loads():
 def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch):
     import torch
 
-    from dlkit.core.checkpoint import save_model
+    from dlkit.core.modelfile import save_model
 
     monkeypatch.setenv("DLKIT_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 from dlkit.core.errors import DlkitError, Interrupted
+from dlkit.core.io import quote
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class BatchOutcome:
 
     def raise_if_failed(self) -> None:
         if self.failed:
-            names = ", ".join(n for n, _ in self.failed[:3]) + (" ..." if len(self.failed) > 3 else "")
+            names = ", ".join(quote(n) for n, _ in self.failed[:3]) + (" ..." if len(self.failed) > 3 else "")
             raise BatchFailed(f"{len(self.failed)} of {self.total} {self.what} failed ({names}); "
                               "the others were processed (see the warnings above)")
 
@@ -71,7 +72,7 @@ def run_each(items: Iterable[T], process: Callable[[T], Any], report, name: Call
         except (DlkitError, OSError, ValueError, MemoryError) as e:
             label, msg = name(item), failure_message(e)
             outcome.failed.append((label, msg))
-            report.warn(f"{label}: {msg}")
+            report.warn(f"{quote(label)}: {msg}")  # the --json record keeps the whole name
             report.event("error", path=label, error=msg)
         if progress is not None:
             progress(1)

@@ -10,9 +10,19 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `cat big | hea
 
 
 class DlkitError(Exception):
-    """An expected failure: its message is shown to the user as one line."""
+    """An expected failure: its message is shown to the user as one line.
+
+    ``exit_code`` comes from the class; ``DataError(msg, exit_code=EXIT_USAGE)`` overrides it for one error.
+    The rule for every command: a path named on the command line that does not exist, is a folder where a
+    file is meant or is a FIFO where a regular file is meant exits 2 (a usage error, as Click's own path
+    checks do), whatever the error's class; a file that exists but cannot be used exits 1."""
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, *args, exit_code: int | None = None):
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class UsageError(DlkitError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -33,14 +34,19 @@ class StopSignal:
 
 @contextmanager
 def catch_signals(stop: StopSignal):
-    """Route SIGINT and SIGTERM to ``stop`` (a second Ctrl-C aborts at once)."""
+    """Route SIGINT and SIGTERM to ``stop`` (a second Ctrl-C aborts at once).
+
+    Under torchrun a Ctrl-C reaches each worker twice: from the terminal, and forwarded by torchrun,
+    which then kills workers that have not finished within its own timeout. There a repeated signal is
+    not an abort, or the forwarded copy would cut the state save short."""
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
     old = {}
+    abort_on_repeat = "TORCHELASTIC_RUN_ID" not in os.environ
 
     def handler(signum, frame):
-        if not stop.armed or (stop.requested and signum == signal.SIGINT):
+        if not stop.armed or (stop.requested and signum == signal.SIGINT and abort_on_repeat):
             raise KeyboardInterrupt
         stop.request(signum)
 

@@ -1,4 +1,18 @@
-"""Guarded input and streamed output: text files, stdin lines, images. Imports no torch."""
+"""Guarded input and streamed output: text files, stdin lines, output paths. Imports no torch.
+
+The shared input/output policies (docs/policies.md):
+
+* ``regular_file(path, what="file", error=DataError) -> Path``: an existing regular file, or one line
+  saying it is missing, a folder, or a FIFO/device (which would hang or never end where a file is meant).
+* ``read_bytes(path, what="file", *, limit=TEXT_LIMIT) -> bytes``: a plain or gzipped file, or a stream,
+  read with a cap on the (decompressed) bytes, checked while reading: a decompression bomb stops at the cap.
+* ``read_text(path, what="file", errors="strict", *, limit=TEXT_LIMIT) -> str``: the same, decoded as UTF-8.
+* ``guard_output(path, *, inputs=(), overwrite=False) -> Path``: the output policy of inference commands:
+  never write over an input (same inode or resolved path), refuse an existing file unless ``overwrite``.
+* ``quote(text, limit=QUOTE_LIMIT) -> str``: user input cut for a message, so one huge line cannot flood
+  stderr; ``one_line(msg)``: a whole message folded and cut (the CLI and the reporter's warnings use it).
+* ``.npz`` members with a cap: :mod:`dlkit.core.npz`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +20,8 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Iterator
 
-from dlkit.core.errors import DataError, OutputError
+from dlkit.core.errors import EXIT_USAGE, DataError, OutputError
 
 _SNIFF = 1 << 16
 
@@ -30,9 +43,9 @@ def check_text_file(path: str | os.PathLike) -> Path:
     text as it goes (or spools it first, see :func:`spool_streams`)."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data file '{p}' does not exist")
+        raise DataError(f"data file '{quote(p)}' does not exist", exit_code=EXIT_USAGE)
     if p.is_dir():
-        raise DataError(f"'{p}' is a folder; expected a text file")
+        raise DataError(f"'{quote(p)}' is a folder; expected a text file", exit_code=EXIT_USAGE)
     if is_stream(p):
         return p
     if p.stat().st_size == 0:
@@ -53,30 +66,108 @@ def check_text_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_text(path: str | os.PathLike, what: str = "file", errors: str = "strict") -> str:
-    """The whole text of a plain or gzipped UTF-8 file (or FIFO); one-line DataErrors for what users get wrong."""
+TEXT_LIMIT = 256_000_000  # bytes of (decompressed) text one file may hold (2M caption sentences: ~120 MB)
+QUOTE_LIMIT = 80  # characters of user input quoted in a message
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{int(n)} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` for a message: one line, at most ``limit`` characters (then "... (N characters)")."""
+    s = str(text)
+    flat = s if len(s) <= limit and "\n" not in s else s[: limit + 1].replace("\r", " ").replace("\n", " ")
+    if len(s) <= limit:
+        return flat
+    return f"{flat[:limit]}... ({len(s):,} characters)"
+
+
+MESSAGE_LIMIT = 1000  # characters of one message line on stderr
+
+
+def one_line(msg: object, limit: int = MESSAGE_LIMIT) -> str:
+    """A message as printed: whitespace runs folded to one space, at most ``limit`` characters. The last
+    guard against stderr floods (the CLI's error line and the reporter's warnings pass through it)."""
+    s = str(msg)
+    if len(s) > 4 * limit:
+        s = s[: 4 * limit]  # fold only what can be shown
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[:limit] + f"... (cut at {limit} characters)"
+
+
+def regular_file(path: str | os.PathLike, what: str = "file", error: type = DataError) -> Path:
+    """``path`` if it is an existing regular file (symlinks followed); else one ``error`` line.
+
+    A FIFO, ``<(...)``, a device or a socket is refused here: where a file is meant (a model, an .npz, a
+    weights file) it would hang with no writer, or never end. Readers of streams use :func:`read_bytes`."""
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise error(f"{what} '{quote(p)}' does not exist", exit_code=EXIT_USAGE) from None
+    except OSError as e:
+        raise error(f"{what} '{quote(p)}' cannot be read: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} '{quote(p)}' is a folder, not a file", exit_code=EXIT_USAGE)
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO or pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(f"{what} '{quote(p)}' is {kind}, not a regular file; save it to a file first",
+                    exit_code=EXIT_USAGE)
+    return p
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file", *, limit: int = TEXT_LIMIT) -> bytes:
+    """The bytes of a plain or gzipped file, a FIFO or ``<(...)``: at most ``limit`` after decompression.
+
+    The cap is checked while reading (1 MiB at a time), so a small .gz that inflates to gigabytes stops at
+    ``limit`` with one :class:`DataError` line; it never relies on sizes the file claims."""
     import gzip
+    import zlib
 
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        f = open(p, "rb")
     except FileNotFoundError:
-        raise DataError(f"{what} '{p}' does not exist") from None
+        raise DataError(f"{what} '{quote(p)}' does not exist", exit_code=EXIT_USAGE) from None
     except IsADirectoryError:
-        raise DataError(f"{what} '{p}' is a folder, not a file") from None
+        raise DataError(f"{what} '{quote(p)}' is a folder, not a file", exit_code=EXIT_USAGE) from None
     except OSError as e:
-        raise DataError(f"cannot read {what} '{p}': {e.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
+        raise DataError(f"cannot read {what} '{quote(p)}': {e.strerror}") from None
+    chunks, total = [], 0
+    with f:
+        zipped = f.peek(2)[:2] == b"\x1f\x8b"
+        src = gzip.GzipFile(fileobj=f, mode="rb") if zipped else f
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{what} '{p}' is a damaged gzip file: {e}") from None
+            while chunk := src.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    how = " once decompressed" if zipped else ""
+                    raise DataError(f"{what} '{quote(p)}' holds more than {human_bytes(limit)}{how}; "
+                                    f"dlkit reads at most {human_bytes(limit)} from one file (split it)")
+                chunks.append(chunk)
+        except (OSError, EOFError, zlib.error) as e:
+            if not zipped:
+                raise DataError(f"cannot read {what} '{quote(p)}': {getattr(e, 'strerror', None) or e}") from None
+            raise DataError(f"{what} '{quote(p)}' is a damaged gzip file: {quote(e)}") from None
+    return b"".join(chunks)
+
+
+def read_text(path: str | os.PathLike, what: str = "file", errors: str = "strict", *,
+              limit: int = TEXT_LIMIT) -> str:
+    """The whole text of a plain or gzipped UTF-8 file (or FIFO), capped by :func:`read_bytes`."""
+    p = Path(path)
+    raw = read_bytes(p, what, limit=limit)
     if b"\x00" in raw[:65536]:
-        raise DataError(f"{what} '{p}' looks binary (it holds NUL bytes); expected UTF-8 text")
+        raise DataError(f"{what} '{quote(p)}' looks binary (it holds NUL bytes); expected UTF-8 text")
     try:
         return raw.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as e:
-        raise DataError(f"{what} '{p}' is not UTF-8 text (bad byte at offset {e.start})") from None
+        raise DataError(f"{what} '{quote(p)}' is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 def text_files(path: str | os.PathLike, suffixes=(".txt", ".md", ".text", "")) -> list[Path]:
@@ -106,24 +197,6 @@ def spool_streams(files: list[Path], folder: str | os.PathLike, prefix: str = "s
                 dst.write(chunk)
         out.append(check_text_file(target))
     return out
-
-
-def iter_input_lines(args: list[str] | None, stream=None, warn=None) -> Iterator[str]:
-    """Text arguments if given, else stdin line by line (decoded as UTF-8 with bad bytes replaced)."""
-    if args:
-        yield from args
-        return
-    stream = stream if stream is not None else sys.stdin.buffer
-    warned = False
-    for raw in stream:
-        if isinstance(raw, str):
-            line = raw
-        else:
-            line = raw.decode("utf-8", errors="replace")
-            if "\ufffd" in line and b"\xef\xbf\xbd" not in raw and warn and not warned:
-                warn("input holds bytes that are not UTF-8; they were replaced with U+FFFD")
-                warned = True
-        yield line.rstrip("\r\n")
 
 
 # ---------------------------------------------------------------- a closed stdout
@@ -192,11 +265,6 @@ def result_stream(stream=None) -> ResultStream:
     return results if stream is None or stream is sys.stdout else ResultStream(stream)
 
 
-def write_line(text: str, stream=None) -> bool:
-    """Write one result line and flush; False when stdout is closed (see the policy above)."""
-    return result_stream(stream).line(text)
-
-
 def ensure_can_write(out: str | os.PathLike, inputs: list[Path] = (), overwrite: bool = False) -> Path:
     """Refuse to write over an input file unless ``overwrite``; create the parent folder."""
     out = Path(out)
@@ -207,4 +275,34 @@ def ensure_can_write(out: str | os.PathLike, inputs: list[Path] = (), overwrite:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create folder '{out.parent}': {e.strerror}") from None
+    return out
+
+
+def guard_output(path: str | os.PathLike, *, inputs=(), overwrite: bool = False) -> Path:
+    """The output policy of inference commands; returns ``path`` with its parent folder created.
+
+    Never writes over one of ``inputs`` (same inode or same resolved path), even with ``overwrite``;
+    refuses an existing file unless ``overwrite``; refuses a folder. A FIFO or device (``/dev/stdout``,
+    ``/dev/null``) is a stream, not a file to lose, and is allowed."""
+    out = Path(path)
+    try:
+        st = os.stat(out)
+    except OSError:
+        st = None
+    for src in inputs:
+        try:
+            same = os.path.samefile(out, src) if st is not None else False
+        except OSError:
+            same = False
+        if same or out.resolve() == Path(src).resolve():
+            raise OutputError(f"output '{quote(out)}' is an input file ('{quote(src)}'); "
+                              "write the result elsewhere (dlkit never replaces an input)")
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"output '{quote(out)}' is a folder; give a file name")
+    if st is not None and stat.S_ISREG(st.st_mode) and not overwrite:
+        raise OutputError(f"output '{quote(out)}' already exists; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create folder '{quote(out.parent)}': {e.strerror}") from None
     return out

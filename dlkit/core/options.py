@@ -1,68 +1,89 @@
-"""Shared CLI options: the same name, type, default and help on every command. Imports no torch."""
+"""Shared CLI options: the same name, type, default and help on every command. Imports no torch.
+
+One way to declare an option, :func:`opt` (a ``typer.Option`` with its help panel given as ``panel``):
+
+* a fixed set of values is ``choices=(...)``: the command still receives a plain ``str`` (configs and saved
+  states stay plain values), anything else is a one-line usage error (exit 2) at parse time, and the values
+  are the option's metavar, so ``--help`` and the man pages show them;
+* a number that must be above zero is ``above=0`` (Typer's ``min=`` includes its bound).
+
+The aliases below are the options that mean the same on every command; a task declares its own with ``opt``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Sequence
 
 import typer
 
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps", rich_help_panel="Runtime")]
 
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result on CPU).", rich_help_panel="Runtime")]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON Lines on stdout.", rich_help_panel="Output")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.", rich_help_panel="Output")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.", rich_help_panel="Output")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the trained model and its state.", rich_help_panel="Output")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from the training state saved in --out.", rich_help_panel="Training")]
-Model = Annotated[str, typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
-OptModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
-MaxTime = Annotated[
-    Optional[float], typer.Option("--max-time", min=0.0, help="Stop this run after this many minutes of training (the state is saved; "
-                 "with --resume only the new run's time counts).", rich_help_panel="Training")
-]
-
-
-def opt(*names: str, help: str, panel: str | None = None, **kw):
-    """A ``typer.Option`` with its help panel given as ``panel`` (the task CLIs' one spelling of an option)."""
+def opt(*names: str, help: str, panel: str | None = None, choices: Sequence[str] | None = None,
+        renamed: dict[str, str] | None = None, above: float | None = None, **kw):
+    """A ``typer.Option``. ``choices``: the accepted str values (``renamed`` maps earlier names onto them);
+    ``above``: an exclusive lower bound for a number."""
     if panel is not None:
         kw["rich_help_panel"] = panel
+    if choices is not None:
+        kw.setdefault("metavar", "|".join(choices))
+        kw["callback"] = _one_of(tuple(choices), renamed or {})
+    elif above is not None:
+        kw["callback"] = _above(above)
     return typer.Option(*names, help=help, **kw)
 
 
-def choice(*values: str):
-    """A Typer callback that accepts only ``values`` for a str option: a usage error (exit 2, one line) otherwise.
-
-    Like an Enum, but the command keeps receiving a plain str (configs and saved states stay plain values)."""
-
+def _one_of(values: tuple[str, ...], renamed: dict[str, str]):
     def check(value):
-        if value is not None and value not in values:
+        if value is None:
+            return None
+        value = renamed.get(value, value)
+        if value not in values:
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
         return value
 
     return check
 
 
-Precision = Annotated[
-    str, typer.Option("--precision", callback=choice("auto", "fp32", "bf16", "fp16"), metavar="auto|fp32|bf16|fp16",
-                      help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs, fp32 on CPU)", rich_help_panel="Runtime")
-]
-SaveDtype = Annotated[
-    str, typer.Option("--save-dtype", callback=choice("fp32", "fp16"), metavar="fp32|fp16", help="fp32 or fp16 weights in the model file.",
-                      rich_help_panel="Output")
-]
-Threads = Annotated[
-    Optional[int],
-    typer.Option("--threads", min=1, help="CPU threads for torch (default: measured, see README).", rich_help_panel="Runtime"),
-]
-Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="Replace what is already in the output folder/file.", rich_help_panel="Output")
-]
-Lr = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel="Training")]
-Steps = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps to train for.", rich_help_panel="Training")]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs to train for.", rich_help_panel="Training")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per batch and process.", rich_help_panel="Training")]
-Data = Annotated[Optional[Path], typer.Option("--data", help="Dataset file or folder (read in place, never copied).")]
-Download = Annotated[
-    bool, typer.Option("--download", help="Allow torchvision to download the dataset (needs internet; never implicit).")
-]
+def _above(bound: float):
+    def check(value):
+        if value is not None and not value > bound:
+            raise typer.BadParameter(f"{value} is not above {bound:g}")
+        return value
+
+    return check
+
+
+Device = Annotated[str, opt("--device", help="auto | cpu | cuda | cuda:N | mps", panel="Runtime")]
+Precision = Annotated[str, opt("--precision", choices=("auto", "fp32", "bf16", "fp16"), panel="Runtime",
+                               help="auto: bf16 on GPUs, fp32 on CPU")]
+Threads = Annotated[Optional[int], opt("--threads", min=1, help="CPU threads for torch (default: measured).",
+                                       panel="Runtime")]
+Seed = Annotated[int, opt("--seed", help="Random seed (same seed, same result on CPU).", panel="Runtime")]
+
+Json = Annotated[bool, opt("--json", help="Machine-readable JSON Lines on stdout.", panel="Output")]
+Quiet = Annotated[bool, opt("--quiet", "-q", help="No progress or messages on stderr.", panel="Output")]
+Out = Annotated[Path, opt("--out", "-o", help="Output folder for the trained model and its state.", panel="Output")]
+Overwrite = Annotated[bool, opt("--overwrite", help="Replace what is already in the output folder/file.",
+                                panel="Output")]
+SaveDtype = Annotated[str, opt("--save-dtype", choices=("fp32", "fp16"), help="Weights' type in the model file.",
+                               panel="Output")]
+
+Model = Annotated[str, opt("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]
+Models = Annotated[Optional[list[str]], opt("--model", "-m", help="Bundled model NAME or path to a .safetensors file; "
+                                                             "repeat the option to compare several.")]
+Data = Annotated[Optional[Path], opt("--data", help="Dataset file or folder (read in place, never copied).")]
+Download = Annotated[bool, opt("--download", help="Fetch MNIST or CIFAR-10 into $DLKIT_HOME/data, SHA-256 checked "
+                                                  "(needs internet; never implicit).")]
+
+Resume = Annotated[bool, opt("--resume", help="Continue from the training state saved in --out.", panel="Training")]
+# The command receives --max-time in seconds (None: no limit), as every TrainConfig holds it.
+MaxTime = Annotated[Optional[float], opt("--max-time", min=0.0, panel="Training",
+                                         callback=lambda minutes: minutes * 60 if minutes else None,
+                                         help="Stop this run after this many minutes of training (the state is saved; "
+                                              "with --resume only the new run's time counts).")]
+Lr = Annotated[Optional[float], opt("--lr", above=0.0, help="Peak learning rate.", panel="Training")]
+Steps = Annotated[Optional[int], opt("--steps", min=1, help="Optimizer steps to train for.", panel="Training")]
+Epochs = Annotated[Optional[int], opt("--epochs", min=1, help="Epochs to train for.", panel="Training")]
+BatchSize = Annotated[Optional[int], opt("--batch-size", min=1, help="Examples per batch and process.",
+                                         panel="Training")]
+

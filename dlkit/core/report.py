@@ -70,6 +70,9 @@ class Reporter:
     def warn(self, msg: str) -> None:
         if self.silent:
             return
+        from dlkit.core.io import one_line
+
+        msg = one_line(msg)
         if self.rich:
             self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
         else:
@@ -90,6 +93,23 @@ class Reporter:
     def event(self, kind: str, **fields: Any) -> None:
         if self.json_mode:
             self.result(json.dumps({"event": kind, **fields}, default=_fmt_json))
+
+    def start(self, title: str, what: str, rt, step: int = 0, unit: str = "step", **fields: Any) -> None:
+        """The banner of a training run: ``title: what; device, precision[, N processes][, resuming at <unit> S]``
+        on stderr, and a ``start`` event with ``fields``, the step and the runtime (``rt``: a core.runtime.Runtime)."""
+        self.info(f"{title}: {what}; {rt.device}, {rt.precision}"
+                  + (f", {rt.world_size} processes" if rt.distributed else "")
+                  + (f", resuming at {unit} {step}" if step else ""))
+        self.event("start", **fields, step=step, world_size=rt.world_size, device=str(rt.device),
+                   precision=rt.precision)
+
+    def trained(self, model_path: str, summary: str, **fields: Any) -> None:
+        """The end of a ``*-train`` command: a ``result`` event with ``fields`` (--json), ``summary`` on stderr
+        and, without --json, the model's path on stdout (the command's one result)."""
+        self.event("result", model=model_path, **fields)
+        self.info(f"{summary}; model: {model_path}")
+        if not self.json_mode:
+            self.result(model_path)
 
     def metrics(self, kind: str = "metrics", **m: Any) -> None:
         """A line of metrics for people and an event for machines."""

@@ -3,7 +3,8 @@
 Every ``*-train`` command opens its ``--out`` folder with :func:`open_run_dir`:
 
 * a folder that already holds a run is refused unless ``--resume`` (continue it) or ``--overwrite``
-  (replace it) is given, so two experiments with the default ``--out`` never clobber each other;
+  (replace it) is given, so two experiments with the default ``--out`` never clobber each other; both
+  together are a usage error;
 * a lock (``fcntl.flock`` on ``OUT/.dlkit.lock``, released by the kernel even after ``kill -9``) refuses a
   second concurrent run into the same folder with one line;
 * temp files left by a run killed during an atomic save (``name.tmpPID``) are removed at the start.
@@ -17,14 +18,14 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from dlkit.core.checkpoint import check_writable_dir
-from dlkit.core.errors import OutputError
+from dlkit.core.atomic import check_writable_dir
+from dlkit.core.errors import OutputError, UsageError
 
 LOCK_NAME = ".dlkit.lock"
 _TMP = re.compile(r".+\.tmp\d+$")
 
 
-def _run_files(out: Path) -> list[str]:
+def run_files(out: Path) -> list[str]:
     """Files that make ``out`` a run folder (anything but the lock and stale temp files)."""
     if not out.is_dir():
         return []
@@ -34,9 +35,12 @@ def _run_files(out: Path) -> list[str]:
 def check_run_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
     """Refuse an ``out`` that already holds files unless resuming or overwriting (no side effects)."""
     out = Path(out)
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+                         "--overwrite replaces it")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: is a file, not a folder")
-    found = _run_files(out)
+    found = run_files(out)
     if found and not (resume or overwrite):
         shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
         raise OutputError(f"--out {out} already holds a run ({shown}): add --resume to continue it, "

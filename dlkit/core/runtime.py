@@ -66,6 +66,17 @@ class Runtime:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def all_reduce_max(self, value: int) -> int:
+        """Largest integer across ranks (identity on one process): how ranks agree on a decision.
+
+        It goes through :func:`control_group` (gloo, on the CPU), so a check made every step does not wait
+        for the GPU the way an NCCL all-reduce read back with ``.item()`` would."""
+        if not self.distributed:
+            return int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=control_group())
+        return int(t.item())
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
@@ -83,6 +94,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def num_params(model: torch.nn.Module) -> int:
+    """Parameters of the plain module under any wrapper; a tied (shared) tensor counts once."""
+    return sum(p.numel() for p in unwrap(model).parameters())
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -134,6 +150,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_CONTROL: list = []  # the gloo group for small control messages, made once after the process group
+
+
+def control_group():
+    """A gloo group over all ranks for decisions and RNG states (CPU values): the default group itself when
+    it is gloo, else one made the first time (every rank reaches that first call at the same point)."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _CONTROL:
+        _CONTROL.append(dist.new_group(backend="gloo"))
+    return _CONTROL[0]
+
+
 def _init_distributed() -> tuple[int, int, int]:
     """Join the torchrun process group if RANK is set; returns (rank, world_size, local_rank)."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -145,6 +174,7 @@ def _init_distributed() -> tuple[int, int, int]:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+    control_group()  # made now, at the same point on every rank
     return rank, world, local_rank
 
 
@@ -152,14 +182,29 @@ def set_threads(threads: int | None) -> None:
     """Set torch's CPU threads: ``--threads`` if given, else the idle cores measured now (core/threads.py)."""
     from dlkit.core.threads import choose_threads
 
-    n = choose_threads(threads)
+    import sys
+
+    n = choose_threads(threads, warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
     if n:
         torch.set_num_threads(n)
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    """--seed must fit every generator it seeds (and the per-run seeds derived from it by multiplication)."""
+    from dlkit.core.limits import at_most
+
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed {seed} must be 0 or more")
+    at_most("--seed", seed, MAX_SEED, "seeds derived from it must stay within torch's 64-bit generator seeds")
 
 
 def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,
                  threads: int | None = None) -> Runtime:
     """Resolve device and precision once, seed every RNG, join DDP when launched by torchrun."""
+    check_seed(seed)
     set_threads(threads)
     rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
     dev = resolve_device(device, local_rank)
@@ -174,21 +219,33 @@ def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, d
 
 def shutdown(rt: Runtime) -> None:
     if rt.distributed and dist.is_initialized():
+        _CONTROL.clear()
         dist.destroy_process_group()
 
 
-def rng_state() -> dict[str, torch.Tensor]:
+def rng_state(rt: Runtime | None = None) -> dict:
     """The torch RNGs (dropout, init) as tensors, saved with the resumable state.
 
     Training loops draw their batches from generators seeded by (seed, step), never from numpy's
-    global RNG, so these are all the RNG state a resume needs."""
-    state = {"torch": torch.get_rng_state()}
+    global RNG, so these are all the RNG state a resume needs. Under DDP the ranks' states differ (a rank
+    whose batch holds longer sentences draws more dropout masks), so with a distributed ``rt`` every
+    rank's state is gathered (``"ranks"``): call it on every rank, then let rank 0 save it."""
+    state: dict = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
+    if rt is not None and rt.distributed:
+        ranks: list = [None] * rt.world_size
+        dist.all_gather_object(ranks, state, group=control_group())
+        state = {**state, "ranks": ranks}
     return state
 
 
-def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+def set_rng_state(state: dict, rank: int = 0) -> None:
+    """Restore :func:`rng_state`: this rank's own state when the run saved every rank's (a run resumed on
+    another number of processes takes rank 0's for the ranks the saved run did not have)."""
+    ranks = state.get("ranks")
+    if ranks:
+        state = ranks[rank] if rank < len(ranks) else ranks[0]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

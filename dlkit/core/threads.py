@@ -55,10 +55,16 @@ def default_threads() -> int:
     return max(1, min(n, int(idle + 0.5)))
 
 
-def choose_threads(requested: int | None) -> int | None:
-    """The thread count to set: the user's ``--threads``, else none when OMP_NUM_THREADS is set, else measured."""
+def choose_threads(requested: int | None, warn=None) -> int | None:
+    """The thread count to set: the user's ``--threads`` (capped at the cores this process may use: 100000
+    threads made torch's thread pool crash), else none when OMP_NUM_THREADS is set, else measured."""
     if requested:
-        return int(requested)
+        n, cores = int(requested), available_cores()
+        if n > cores:
+            if warn is not None:
+                warn(f"--threads {n:,} is more than the {cores} cores here; using {cores}")
+            return cores
+        return n
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     return default_threads()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dlkit.core.checkpoint import read_header, read_meta
+from dlkit.core.modelfile import read_header, read_meta
 from dlkit.core.errors import DlkitError, ModelFileError
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
@@ -25,15 +25,23 @@ def resolve_model(spec: str, task: str | None = None) -> Path:
     p = Path(spec).expanduser()
     if p.exists() or spec.endswith(".safetensors") or os.sep in spec or "/" in spec:
         if not p.exists():
-            raise ModelFileError(f"model file '{spec}' does not exist")
+            raise ModelFileError(f"model file '{spec}' does not exist", exit_code=2)  # a usage error
         return p
-    for _, d in search_dirs():
-        cand = d / f"{spec}.safetensors"
-        if cand.exists():
-            return cand
+    found = find_model(spec)
+    if found is not None:
+        return found
     names = [m["name"] for m in list_models() if task is None or m.get("task") == task]
     hint = f"; available: {', '.join(names)}" if names else ""
     raise ModelFileError(f"no model named '{spec}'{hint} (see `dlkit models`)")
+
+
+def find_model(name: str) -> Path | None:
+    """The file of model NAME in $DLKIT_HOME/models, else in the zoo; None when neither has it."""
+    for _, d in search_dirs():
+        cand = d / f"{name}.safetensors"
+        if cand.exists():
+            return cand
+    return None
 
 
 def card_path(model_path: Path) -> Path:

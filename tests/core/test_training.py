@@ -141,3 +141,120 @@ def test_spooled_streams_are_checked_like_files(tmp_path):
     with pytest.raises(DataError, match="is empty"):
         spool_streams([path2], tmp_path / "spool", "val")
     t2.join(timeout=5)
+
+
+# ------------------------------------------------------------------ the shared tail of the training loops
+class _OneProcess:
+    distributed = False
+
+
+class _Ranks:
+    """A stand-in for a Runtime of several ranks: all_reduce_max sees the other ranks' codes."""
+
+    distributed = True
+
+    def __init__(self, others):
+        self.others, self.barriers = others, 0
+
+    def all_reduce_max(self, code):
+        return max([code, *self.others])
+
+    def barrier(self):
+        self.barriers += 1
+
+
+def test_stop_reason_on_one_process():
+    import time
+
+    from conftest import StopAt
+
+    from dlkit.core.interrupt import StopSignal
+    from dlkit.core.training import stop_reason
+
+    now = time.monotonic()
+    rt = _OneProcess()
+    assert stop_reason(StopSignal(), rt, t0=now, max_time_s=60, step=3, max_steps=10) is None
+    assert stop_reason(StopSignal(), rt, t0=now, step=10, max_steps=10) == "steps"
+    assert stop_reason(StopSignal(), rt, t0=now - 61, max_time_s=60, step=3, max_steps=10) == "max-time"
+    assert stop_reason(StopAt(3), rt, t0=now - 61, max_time_s=60, step=3) == "interrupted"  # beats the clock
+    asked = StopSignal()
+    asked.request(2)  # SIGINT, or a closed stdout (request(None))
+    assert stop_reason(asked, rt, t0=now, step=1) == "interrupted"
+
+
+def test_stop_reason_is_the_ranks_strongest():
+    """A signal to another rank, or its clock running out first, stops this rank after the same step."""
+    import time
+
+    from dlkit.core.interrupt import StopSignal
+    from dlkit.core.training import STOP_REASONS, stop_reason
+
+    now = time.monotonic()
+    for other in STOP_REASONS:
+        code = STOP_REASONS.index(other)
+        assert stop_reason(StopSignal(), _Ranks([code]), t0=now, max_time_s=60, step=1, max_steps=10) == other
+    assert stop_reason(StopSignal(), _Ranks([2]), t0=now, step=10, max_steps=10) == "max-time"
+
+
+def test_save_and_interrupt_saves_waits_for_the_ranks_and_raises(tmp_path):
+    from dlkit.core.training import save_and_interrupt
+
+    saved, rt = [], _Ranks([0])
+    with pytest.raises(Interrupted, match=r"interrupted at step 7; state saved to '.*s\.pt', continue with --resume"):
+        save_and_interrupt(rt, lambda: saved.append(1), "at step 7", tmp_path / "s.pt")
+    assert saved == [1] and rt.barriers == 1
+    with pytest.raises(Interrupted):
+        save_and_interrupt(_OneProcess(), lambda: None, "at step 1", tmp_path / "s.pt")
+
+
+def test_resume_state_one_behaviour_for_every_command(tmp_path):
+    from dlkit.core.errors import EXIT_USAGE, ModelFileError, UsageError
+    from dlkit.core.state import save_state
+    from dlkit.core.training import resume_state
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(UsageError, match=r"--resume: there is no saved training state in '.*run' to resume") as e:
+        resume_state(out / "model.state.pt", "lm")
+    assert e.value.exit_code == EXIT_USAGE and "--overwrite" not in str(e.value)
+    (out / "tokens.bin").write_bytes(b"x")  # a run stopped before its first state: replace it with --overwrite
+    with pytest.raises(UsageError, match="add --overwrite"):
+        resume_state(out / "model.state.pt", "lm")
+
+    save_state(out / "model.state.pt", {"step": 3, "config": {"preset": "tiny", "lr": 0.1}}, task="gan")
+    with pytest.raises(ModelFileError, match="saved by a 'gan' run; a 'caption' run cannot resume it"):
+        resume_state(out / "model.state.pt", "caption")
+    state = resume_state(out / "model.state.pt", "gan", required=("step",), config={"preset": "tiny", "lr": 0.5},
+                         shape_keys=("preset",))
+    assert state["step"] == 3  # --lr may change on resume
+    with pytest.raises(ModelFileError, match="incomplete"):
+        resume_state(out / "model.state.pt", "gan", required=("optimizer",))
+    with pytest.raises(UsageError, match="--preset small \\(the run used tiny\\)"):
+        resume_state(out / "model.state.pt", "gan", config={"preset": "small"}, shape_keys=("preset",))
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    from dlkit.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="--resume and --overwrite exclude each other"):
+        _run(tmp_path / "o", fake_train(), quiet=True, resume=True, overwrite=True)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_lost_peer_is_one_sentence(tmp_path, monkeypatch):
+    """Under torchrun a rank whose peer died (killed, or stopped by a Ctrl-C before its loop ran) says so."""
+    import dlkit.core.runtime as runtime
+    from dlkit.core.errors import DlkitError
+
+    class Rt:
+        distributed, is_main = True, True
+
+    monkeypatch.setattr(runtime, "make_runtime", lambda *a, **k: Rt())
+    monkeypatch.setattr(runtime, "shutdown", lambda rt: None)
+
+    def train(cfg, rt, report, stop):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:65214")
+
+    with pytest.raises(DlkitError, match="another process of this torchrun run ended first") as e:
+        _run(tmp_path / "o", train, quiet=True)
+    assert type(e.value) is DlkitError and e.value.exit_code == 1

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dlkit.core.errors import ModelFileError, UsageError
-from dlkit.tasks.adversarial import attacks as A
+from dlkit.vision import attacks as A
 from dlkit.tasks.adversarial.data import apply_transforms, resolve_target
 from dlkit.tasks.adversarial.infer import attack_image, robustness
-from dlkit.tasks.adversarial.spec import METHODS, TARGETED, kurakin_steps, parse_eps, parse_eps_list, \
+from dlkit.tasks.adversarial.spec import METHODS, TARGETED, parse_eps, parse_eps_list, \
     parse_methods, parse_transforms
 from dlkit.vision.classifier import Classifier, save_classifier
 
@@ -106,7 +106,7 @@ def test_parse_lists_methods_transforms():
 
 def test_kurakin_steps():
     # Kurakin et al. 2016: min(eps + 4, 1.25 eps) in 0-255 units (8/255 * 255 is 7.9999..., still 10 steps)
-    assert [kurakin_steps(e / 255) for e in (1, 2, 4, 8, 16)] == [1, 2, 5, 10, 20]
+    assert [A.kurakin_steps(e / 255) for e in (1, 2, 4, 8, 16)] == [1, 2, 5, 10, 20]
 
 
 # ------------------------------------------------------------------ attack contracts
@@ -424,7 +424,7 @@ def test_cli_bad_options(invoke, files, args, words):
 
 
 def test_cli_bad_files(invoke, files, tmp_path):
-    from dlkit.core.checkpoint import save_model
+    from dlkit.core.modelfile import save_model
 
     other = tmp_path / "lm.safetensors"
     save_model(other, {"w": torch.zeros(2)}, {"task": "lm"})

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dlkit.core.errors import DataError, ModelFileError
-from dlkit.tasks.caption.data import Vocab, make_shapes_dataset, normalize, pad_batch, tokenize
+from dlkit.tasks.caption.data import make_shapes_dataset
+from dlkit.tasks.caption.vocab import Vocab, normalize, pad_batch, tokenize
 from dlkit.tasks.caption.metrics import bleu_1_4, caption_scores, cider_d
 from dlkit.tasks.caption.model import ARCHS, build_model, caption_loss, preset
 from dlkit.text.tokens import BOS, EOS, PAD
@@ -146,7 +147,7 @@ def trained(shapes, tmp_path_factory):
 
 
 def test_tiny_model_learns_to_caption_shapes(trained, shapes):
-    from dlkit.vision.captions import load_captions
+    from dlkit.vision.caption_files import load_captions
 
     res, _ = trained
     data = load_captions(shapes)
@@ -161,13 +162,19 @@ def test_tiny_model_learns_to_caption_shapes(trained, shapes):
 
 
 def test_saved_model_reloads_and_captions_the_same(trained, shapes):
+    """The model file captions as the trained network did: its validation scores, measured in memory during
+    training on cached features, come back from the loaded file captioning the validation photos."""
     from dlkit.core.runtime import make_runtime
-    from dlkit.tasks.caption.infer import caption_files, load_captioner
+    from dlkit.core.state import load_state
+    from dlkit.tasks.caption.infer import DecodeSettings, caption_files, load_captioner
+    from dlkit.vision.caption_files import load_captions
 
-    _, out = trained
+    res, out = trained
     cap = load_captioner(str(out / "model.safetensors"))
     assert cap.cfg.arch == "attention" and cap.spec.name == "tiny-cnn" and cap.spec.stored
-    images = sorted((shapes.parent / "images").glob("*.png"))[:6]
+    data = load_captions(shapes)
+    val = load_state(out / "model.state.pt")["split"]["val"]
+    images = [str(data.images[i]) for i in val]
     got = []
 
     class Q:
@@ -179,32 +186,40 @@ def test_saved_model_reloads_and_captions_the_same(trained, shapes):
             return contextlib.nullcontext(lambda n=1, **f: None)
 
     rt = make_runtime("cpu", "fp32", 0, distributed=False)
-    outcome = caption_files(cap, [str(p) for p in images], rt, Q(), beam=3, emit=got.append)
-    again = []
-    caption_files(load_captioner(str(out / "model.safetensors")), [str(p) for p in images], rt, Q(), beam=3,
-                  batch_size=2, emit=again.append)
-    assert outcome.failed == [] and [g.path for g in got] == [str(p) for p in images]
-    assert [g.captions[0].caption for g in got] == [g.captions[0].caption for g in again]
-    assert all(g.captions[0].caption for g in got)
+    outcome = caption_files(cap, images, rt, Q(), DecodeSettings(beam=3, batch_size=3), emit=got.append)
+    assert outcome.failed == [] and [g.path for g in got] == images
+    hyps = [g.captions[0].caption for g in got]
+    scores = caption_scores(hyps, [[normalize(c) for c in data.captions[i]] for i in val])
+    assert res.best["cider_d"] > 1.0  # a model worth comparing: it captions, not a constant sentence
+    for k in ("bleu4", "cider_d"):
+        assert scores[k] == pytest.approx(res.best[k], abs=1e-9), (k, scores, res.best)
 
 
 def test_resume_equals_uninterrupted(shapes, tmp_path):
+    from conftest import StopAt
+
     from dlkit.core.errors import Interrupted
-    from dlkit.core.interrupt import StopSignal
 
     full = _run(_train_cfg(shapes, tmp_path / "full", epochs=2, arch="nic"))
-
-    class StopAt(StopSignal):
-        def poll(self, step):
-            return step == 3
-
     with pytest.raises(Interrupted):
-        _run(_train_cfg(shapes, tmp_path / "part", epochs=2, arch="nic"), StopAt())
+        _run(_train_cfg(shapes, tmp_path / "part", epochs=2, arch="nic"), StopAt(3))
     resumed = _run(_train_cfg(shapes, tmp_path / "part", epochs=2, arch="nic", resume=True))
     assert resumed.history == full.history
     a = torch.load(tmp_path / "full" / "model.state.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "model.state.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_needs_a_caption_state(shapes, tmp_path):
+    from dlkit.core.errors import UsageError
+    from dlkit.core.state import save_state
+
+    with pytest.raises(UsageError, match="no saved training state"):
+        _run(_train_cfg(shapes, tmp_path / "empty", resume=True))
+    (tmp_path / "gan").mkdir()
+    save_state(tmp_path / "gan" / "model.state.pt", {"step": 1, "config": {}}, task="gan")
+    with pytest.raises(ModelFileError, match="saved by a 'gan' run; a 'caption' run cannot resume it"):
+        _run(_train_cfg(shapes, tmp_path / "gan", resume=True))
 
 
 def test_resume_with_other_shape_settings_is_refused(shapes, tmp_path):
@@ -216,7 +231,7 @@ def test_resume_with_other_shape_settings_is_refused(shapes, tmp_path):
 
 
 def test_foreign_truncated_and_pickled_models_are_refused(trained, tmp_path):
-    from dlkit.core.checkpoint import save_model
+    from dlkit.core.modelfile import save_model
     from dlkit.tasks.caption.infer import load_captioner
 
     _, out = trained
@@ -356,7 +371,7 @@ def test_cli_usage_errors(invoke, tmp_path):
     r = invoke("caption-train", "--data", tmp_path / "none.csv")
     assert r.exit_code != 0 and "does not exist" in r.stderr
     r = invoke("caption", "x.jpg", "--model", tmp_path / "nope.safetensors")
-    assert r.exit_code == 1 and "does not exist" in r.stderr
+    assert r.exit_code == 2 and "does not exist" in r.stderr  # a missing path is a usage error everywhere
 
 
 # ---------------------------------------------------------------- encoders
@@ -439,7 +454,7 @@ def test_frozen_encoder_features_are_cached_once_per_dataset(shapes, tmp_path):
 
 
 def test_no_repeat_ngram_blocks_repeated_phrases():
-    from dlkit.tasks.caption.data import Vocab
+    from dlkit.tasks.caption.vocab import Vocab
     from dlkit.tasks.caption.encoder import EncoderSpec
     from dlkit.tasks.caption.infer import Captioner, caption_features
 

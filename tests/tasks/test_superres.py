@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import StopAt
 from PIL import Image
 
-from dlkit.core.checkpoint import save_model
+from dlkit.core.modelfile import save_model
 from dlkit.core.errors import Interrupted, ModelFileError, UsageError
 from dlkit.tasks.superres.protocol import imresize, sr_metrics
-from dlkit.core.interrupt import StopSignal
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
 from dlkit.tasks.superres import infer
@@ -145,36 +145,32 @@ def test_modes_and_tiny_images(mode):
 
 # ------------------------------------------------------------------ 3. model files and resume
 def test_train_writes_a_loadable_model_that_round_trips(hr_dir, tmp_path):
+    """The model file gives the trained network's outputs. One validation, at the last step, so the model file
+    holds the final generator, whose weights the state also holds (torch.save, not the model file)."""
     rt = make_runtime("cpu", "fp32", 0, distributed=False)
-    res = train(tiny_cfg(hr_dir, tmp_path / "run"), rt, quiet())
+    res = train(tiny_cfg(hr_dir, tmp_path / "run", eval_every=100), rt, quiet())
     assert Path(res.model_path).exists() and res.best_val_psnr is not None
     model, meta = infer.load_model(res.model_path)
     assert meta["task"] == "superres" and meta["scale"] == 2 and "headline" in meta and meta["config"]["n_blocks"] == 2
     assert infer.check_scale(meta, None) == 2
     with pytest.raises(UsageError, match="trained for x2"):
         infer.check_scale(meta, 4)
+    state = torch.load(tmp_path / "run" / "model.state.pt", weights_only=True)
+    assert state["step"] == 6 and [h["step"] for h in state["history"]] == [6]
+    trained = build_model(SRConfig(scale=2, **TINY))
+    trained.load_state_dict(state["model"])
+    trained.eval()
     x = torch.rand(1, 3, 9, 9)
-    # fp32 save -> load: identical outputs
-    from dlkit.core.checkpoint import load_model_file
-
-    state, _ = load_model_file(res.model_path, "superres")
-    again = build_model(SRConfig(scale=2, **TINY))
-    again.load_state_dict(state)
-    again.eval()
     with torch.no_grad():
-        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(model(x), trained(x), rtol=0, atol=0)
 
 
 def test_resume_equals_uninterrupted(hr_dir, tmp_path):
-    class StopAt(StopSignal):
-        def poll(self, step):
-            return step == 3
-
     rt = make_runtime("cpu", "fp32", 0, distributed=False)
     full = train(tiny_cfg(hr_dir, tmp_path / "a"), rt, quiet())
     rt = make_runtime("cpu", "fp32", 0, distributed=False)
     with pytest.raises(Interrupted):
-        train(tiny_cfg(hr_dir, tmp_path / "b"), rt, quiet(), StopAt())
+        train(tiny_cfg(hr_dir, tmp_path / "b"), rt, quiet(), StopAt(3))
     rt = make_runtime("cpu", "fp32", 0, distributed=False)
     resumed = train(tiny_cfg(hr_dir, tmp_path / "b", resume=True), rt, quiet())
     a = torch.load(tmp_path / "a" / "model.state.pt", weights_only=True)["model"]
@@ -327,6 +323,7 @@ def test_help_does_not_import_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(hr_dir, tmp_path):
     """torchrun with 2 gloo processes: rank-0 logging and saving, each rank its own patches."""
     import os
@@ -341,3 +338,50 @@ def test_ddp_two_processes_on_cpu(hr_dir, tmp_path):
     assert r.stdout.strip() == str(tmp_path / "ddp" / "model.safetensors")
     assert r.stderr.count("2 processes") == 1  # only rank 0 talks
     assert (tmp_path / "ddp" / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------ the three modes: jobs that validate themselves
+@pytest.mark.parametrize("kw,needle", [
+    (dict(inputs=["a.png"], eval_dir="set5"), "--eval benchmarks a folder"),
+    (dict(eval_dir="set5", compare="p.png"), "--eval benchmarks a folder"),
+    (dict(inputs=["a.png", "b.png"], compare="p.png"), "--compare draws one image"),
+    (dict(compare="p.png"), "--compare needs an input image or --hr"),
+    (dict(inputs=["a.png"], hr="hr.png"), "--hr is used with --compare"),
+    (dict(inputs=["a.png"], models=["x", "y"]), "give one --model"),
+    (dict(), "give images to upscale"),
+    (dict(inputs=["a.png", "b.png"], out="two.png"), "looks like a file"),
+])
+def test_superres_job_refuses_combinations_that_mean_nothing(kw, needle):
+    from dlkit.tasks.superres.jobs import Tiling, make_job
+
+    args = dict(inputs=[], out=None, models=None, eval_dir=None, compare=None, hr=None, scale=None, tiling=Tiling(),
+                max_pixels=1000)
+    with pytest.raises(UsageError, match=needle):
+        make_job(**{**args, **kw})
+
+
+def test_superres_jobs_pick_the_mode_and_defaults(tmp_path, monkeypatch):
+    from dlkit.tasks.superres.jobs import CompareJob, EvalJob, Tiling, UpscaleJob, make_job
+
+    args = dict(inputs=[], out=None, models=None, eval_dir=None, compare=None, hr=None, scale=2, tiling=Tiling(0),
+                max_pixels=1000)
+    up = make_job(**{**args, "inputs": ["a.png"]})
+    assert isinstance(up, UpscaleJob) and up.model == "srresnet-x4" and up.tiling.describe() == "whole images"
+    cmp = make_job(**{**args, "compare": "p.png", "hr": "hr.png", "models": ["m1", "m2"]})
+    assert isinstance(cmp, CompareJob) and cmp.lr is None and cmp.models == ["m1", "m2"]
+    monkeypatch.setenv("DLKIT_HOME", str(tmp_path))  # the bundled model is found in the zoo
+    ev = make_job(**{**args, "eval_dir": "set5"})
+    assert isinstance(ev, EvalJob) and ev.models == ["srresnet-x4"]
+    with pytest.raises(UsageError, match="--tile 4 is too small"):
+        Tiling(4)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--eval", "set5", "a.png"], "--eval benchmarks a folder"),
+    (["a.png", "--hr", "b.png"], "--hr is used with --compare"),
+    (["a.png", "-m", "x", "-m", "y"], "give one --model"),
+    (["a.png", "--tile", "3"], "--tile 3 is too small"),
+])
+def test_cli_bad_mode_combinations_are_one_line_exit_2(invoke, args, needle):
+    r = invoke("superres", *args)
+    assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""

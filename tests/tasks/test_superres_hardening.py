@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dlkit.core.checkpoint import save_model
+from dlkit.core.modelfile import save_model
 from dlkit.core.errors import DataError, TrainingDiverged
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
-from dlkit.tasks.superres import infer
+from dlkit.tasks.superres import figures, infer
 from dlkit.tasks.superres.data import block_images, read_hr_images
 from dlkit.tasks.superres.model import SRConfig, build_model
 from dlkit.tasks.superres.train import TrainConfig, gan_step, train
@@ -244,15 +244,15 @@ def test_panel_has_a_crop_row_and_claims_no_metric_without_the_original(model_fi
     Image.fromarray(hr).save(tmp_path / "hr.png")
     Image.fromarray(hr[::2, ::2]).save(tmp_path / "lr.png")
     nets, _ = infer.load_models([str(model_file)], None)
-    res = infer.compare(nets, 2, tmp_path / "p.png", lr_path=tmp_path / "lr.png")
+    res = figures.compare(nets, 2, tmp_path / "p.png", lr_path=tmp_path / "lr.png")
     assert res["metrics"] == {} and len(res["crop"]) == 4
     assert "no PSNR" in titles[-1] and "dB" not in titles[-1]
-    res = infer.compare(nets, 2, tmp_path / "q.png", hr_path=tmp_path / "hr.png")
+    res = figures.compare(nets, 2, tmp_path / "q.png", hr_path=tmp_path / "hr.png")
     assert set(res["metrics"]) == {"bicubic", "tiny-x2"} and "PSNR / SSIM on Y" in titles[-1]
     w, h = Image.open(tmp_path / "q.png").size
     assert h > w / 3 * 1.5  # two rows of 3 square images, not one
     with pytest.raises(Exception, match="cannot write a panel"):
-        infer.compare(nets, 2, tmp_path / "p.xyz", hr_path=tmp_path / "hr.png")
+        figures.compare(nets, 2, tmp_path / "p.xyz", hr_path=tmp_path / "hr.png")
 
 
 # ------------------------------------------------------------------ one runtime: --precision and --overlap honoured

@@ -18,7 +18,8 @@ from conftest import StopAt
 from typer.testing import CliRunner
 
 from dlkit.cli import app
-from dlkit.core import checkpoint as ckpt
+from dlkit.core.modelfile import load_model_file, save_model
+from dlkit.core.state import load_state
 from dlkit.core.errors import DataError, Interrupted, ModelFileError
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
@@ -38,7 +39,7 @@ def write_toy(path, n=1200, seed=0):
 
 def toy_config(tmp, **kw) -> TrainConfig:
     base = dict(tsv=str(write_toy(tmp / "toy.tsv")), out=str(tmp / "run"), arch="transformer", preset="tiny",
-                d_model=64, vocab_size=80, max_tokens=500, epochs=15, lr=5e-3, warmup=30, label_smoothing=0.0,
+                d_model=64, vocab_size=80, max_tokens=500, epochs=20, lr=5e-3, warmup=30, label_smoothing=0.0,
                 patience=0, pair="xx-yy", seed=1)
     return TrainConfig(**{**base, **kw})
 
@@ -171,15 +172,21 @@ def test_arbitrary_unicode_one_line_per_line(toy_model, lines):
 
 
 # ------------------------------------------------------------------ 4. checkpoints
-def test_save_load_roundtrip_gives_identical_outputs(toy_model, tmp_path):
-    _, tr = toy_model
-    tensors, meta = ckpt.load_model_file(toy_model[0].model_path, "translate")
-    path = ckpt.save_model(tmp_path / "copy.safetensors", tensors, {k: v for k, v in meta.items() if k not in ("format", "aliases")})
-    tr2 = load_translator(path)
+def test_save_load_roundtrip_gives_identical_outputs(tmp_path):
+    """The model file gives the trained network's outputs. One validation, at the end of the only epoch, so the
+    model file holds the final weights, which the state also holds (written by torch.save, not the model file)."""
+    result = train(toy_config(tmp_path, epochs=1, max_tokens=1500), make_runtime("cpu", "fp32", 1, threads=1),
+                   Reporter(quiet=True))
+    state = load_state(tmp_path / "run" / "model.state.pt")
+    assert state["progress"]["step"] == result.steps and [h["step"] for h in state["progress"]["history"]] == [result.steps]
+    tr = load_translator(result.model_path)
+    trained = build_model(tr.model.cfg)
+    trained.load_state_dict(state["model"])
+    trained.eval()
     src = _toy_src(tr, ["wa wb wc", "wd"])
     with torch.no_grad():
         tin = torch.tensor([[BOS, 5], [BOS, 6]])
-        assert torch.equal(tr.model(src, tin), tr2.model(src, tin))
+        assert torch.equal(tr.model(src, tin), trained(src, tin))
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
@@ -191,18 +198,18 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         train(cfg_b, rt(), Reporter(quiet=True), StopAt(5))
     cfg_b.resume = True
     train(cfg_b, rt(), Reporter(quiet=True))
-    sa = ckpt.load_state(tmp_path / "a" / "model.state.pt")
-    sb = ckpt.load_state(tmp_path / "b" / "model.state.pt")
+    sa = load_state(tmp_path / "a" / "model.state.pt")
+    sb = load_state(tmp_path / "b" / "model.state.pt")
     assert sa["progress"]["step"] == sb["progress"]["step"]
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
-    ma, _ = ckpt.load_model_file(tmp_path / "a" / "model.safetensors", "translate")
-    mb, _ = ckpt.load_model_file(tmp_path / "b" / "model.safetensors", "translate")
+    ma, _ = load_model_file(tmp_path / "a" / "model.safetensors", "translate")
+    mb, _ = load_model_file(tmp_path / "b" / "model.safetensors", "translate")
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
 def test_refuses_other_task_truncated_and_pickle(toy_model, tmp_path):
-    other = ckpt.save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
+    other = save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
     with pytest.raises(ModelFileError, match="'lm' model"):
         load_translator(other)
     data = open(toy_model[0].model_path, "rb").read()
@@ -272,7 +279,7 @@ def test_cli_bad_inputs(model_path, tmp_path):
     r = runner.invoke(app, ["translate", "-m", model_path], input=b"wa \xff\xfe wb\n\x07\x1b[31mwc\n\xe4\xbd\xa0\xe5\xa5\xbd\n")
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3
     assert "not UTF-8" in r.stderr
-    lm = ckpt.save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
+    lm = save_model(tmp_path / "lm.safetensors", {"w": torch.zeros(2)}, {"task": "lm"})
     r = runner.invoke(app, ["translate", "-m", str(lm), "x"])
     assert r.exit_code == 1 and r.stderr.startswith("error:") and "'lm' model" in r.stderr
     r = runner.invoke(app, ["translate", "-m", model_path, "--n-best", "3", "--beam", "2", "x"])
@@ -355,6 +362,7 @@ def test_attention_plot_needs_attention(toy_model):
     assert mat.shape == (len(tgt), len(src)) and torch.allclose(mat.sum(1), torch.ones(len(tgt)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_split_each_epoch(tmp_path):
     """torchrun with 2 gloo processes: each rank takes half of every epoch's batches, both validate once per
     epoch in step, only rank 0 talks and writes, and its model file loads and translates."""
@@ -379,7 +387,7 @@ def test_ddp_two_processes_split_each_epoch(tmp_path):
     steps2 = [e for e in ev2 if e["event"] == "step"][-1]["step"]
     assert steps2 * 2 in (steps1, steps1 - 1, steps1 - 2)  # each rank half the batches (odd counts drop one)
     assert len([e for e in ev2 if e["event"] == "eval"]) == 2  # one validation per epoch
-    state = ckpt.load_state(tmp_path / "two" / "model.state.pt")
+    state = load_state(tmp_path / "two" / "model.state.pt")
     assert state["progress"]["step"] == steps2 and state["progress"]["epoch"] == 2
     tr = load_translator(tmp_path / "two" / "model.safetensors")
     assert len(translate_lines(tr, ["wa wb", ""], DecodeConfig(beam=2))) == 2
@@ -473,7 +481,7 @@ def test_ref_may_be_a_fifo_or_process_substitution(model_path, tmp_path):
 def test_progress_only_for_more_than_a_batch_of_lines():
     import io
 
-    from dlkit.tasks.translate.cli import _with_progress
+    from dlkit.tasks.translate.jobs import _with_progress
 
     for total, n, shown in ((1000, 1000, True), (None, 200, True), (3, 3, False), (None, 5, False)):
         err = io.StringIO()
@@ -503,3 +511,34 @@ def test_cli_train_guards_out_resume_settings_and_divergence(tmp_path):
     for bad in (["--beam", "0"], ["--batch-size", "0"], ["--max-line-chars", "0"]):
         r = runner.invoke(app, ["translate", "-m", str(out / "model.safetensors"), *bad, "wa"])
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+
+
+# ------------------------------------------------------------------ the command's job: validated, results returned
+def test_translate_job_validates_itself():
+    from dlkit.core.errors import UsageError
+    from dlkit.tasks.translate.jobs import TranslateJob
+
+    with pytest.raises(UsageError, match="--n-best 3 needs --beam of at least 3"):
+        TranslateJob(decode=DecodeConfig(beam=2, n_best=3))
+    assert TranslateJob(decode=DecodeConfig(beam=3, n_best=3)).texts is None
+
+
+def test_translate_job_returns_what_the_command_prints(model_path, tmp_path):
+    import io
+
+    from dlkit.tasks.translate.jobs import TranslateJob, translate_job
+
+    rt = make_runtime("cpu", "fp32", 0, distributed=False)
+    (tmp_path / "ref.txt").write_text("\nWA WB\n\nWC\n")
+    got = []
+    job = TranslateJob(model=model_path, decode=DecodeConfig(beam=2, batch_size=2), ref=str(tmp_path / "ref.txt"),
+                       attention_plot=str(tmp_path / "att.png"))
+    stdin = io.BytesIO(b"\nwa wb\n\nwc\n")  # a blank first line: the plot is of the first line with words
+    done = translate_job(job, rt, Reporter(quiet=True), emit=lambda r: got.append(r) or True, stdin=stdin)
+    assert done.lines == 4 and done.delivered and [r["translation"] for r in got] == ["", "WA WB", "", "WC"]
+    assert done.attention_plot == str(tmp_path / "att.png") and (tmp_path / "att.png").stat().st_size > 0
+    assert done.bleu is not None and done.bleu.sentences == 4
+    first = []
+    done = translate_job(TranslateJob(model=model_path, texts=["wa", "wb", "wc"], ref=str(tmp_path / "ref.txt")), rt,
+                         Reporter(quiet=True), emit=lambda r: first.append(r) and False)
+    assert len(first) == 1 and not done.delivered and done.bleu is None  # the reader left: no BLEU either

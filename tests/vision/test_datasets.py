@@ -71,7 +71,7 @@ def test_image_folder(tmp_path):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("missing", "does not exist"), ("text", "not a readable .npz"), ("keys", "missing array"),
+    ("missing", "does not exist"), ("text", "is not an .npz file"), ("keys", "missing array"),
     ("noclass", "no class subfolders"), ("emptyclass", "no readable images"), ("offsets", "do not index"),
 ])
 def test_bad_inputs_are_one_line(tmp_path, case, match):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from dlkit.core.errors import DataError, UsageError
+from dlkit.core.io import quote
 from dlkit.tasks.adversarial.model import Victim
 from dlkit.tasks.adversarial.spec import Transform
 
@@ -78,7 +79,7 @@ def load_test_set(dataset: str | None, data: str | Path | None, victim: Victim, 
     """The test split of mnist / cifar10 (``data``: the .npz) or an image folder, the first ``limit`` examples
     (or the first ``per_class`` of each class), converted to the victim's channels and size (with a note),
     labels mapped to the victim's classes by name."""
-    from dlkit.vision.datasets import ImageData, load_dataset, load_image_folder
+    from dlkit.vision.datasets import load_dataset, load_image_folder
 
     c, h, w = victim.input_size
     folder = data is not None and Path(data).is_dir()
@@ -95,9 +96,8 @@ def load_test_set(dataset: str | None, data: str | Path | None, victim: Victim, 
         if note:
             note(f"the first {len(y)} test examples are all of class '{ds.classes[int(y[0])]}' (the file is sorted "
                  "by class); --per-class N takes the first N of each class")
-    ds = ImageData(x, y, ds.classes)
-    images = _fit_batch(ds.images, victim, note)
-    labels = _map_labels(ds.labels, ds.classes, victim.classes)
+    labels = _map_labels(y, ds.classes, victim.classes)  # before any conversion: a wrong set fails at once
+    images = _fit_batch(x, victim, note)
     return images, labels, list(ds.classes)
 
 
@@ -138,18 +138,18 @@ def _fit_batch(images: torch.Tensor, victim: Victim, note: Note | None) -> torch
 
 
 def _map_labels(labels: torch.Tensor, data_classes: list[str], model_classes: list[str]) -> torch.Tensor:
-    """Dataset label indices -> the model's indices. Same names in the same order pass as they are; otherwise
-    every dataset class must be one of the model's classes (case-insensitive)."""
+    """Dataset label indices -> the model's indices, by class name (case-insensitive; never by position: a
+    folder "10" is not the model's tenth class). Every dataset class must be one of the model's classes."""
     if list(data_classes) == list(model_classes):
         return labels
-    lookup = {name.lower(): i for i, name in enumerate(model_classes)}
-    missing = [n for n in data_classes if n.lower() not in lookup]
+    lookup = {name.strip().lower(): i for i, name in enumerate(model_classes)}
+    missing = [n for n in data_classes if n.strip().lower() not in lookup]
     if missing:
-        if len(data_classes) == len(model_classes) and all(n.isdigit() for n in data_classes):
-            return labels  # digit names, same count: MNIST-style folders
-        raise DataError(f"the dataset's classes {missing[:3]} are not classes of the model "
-                        f"({', '.join(model_classes[:5])}, ...); attack a model trained on these classes")
-    table = torch.tensor([lookup[n.lower()] for n in data_classes], dtype=torch.int64)
+        shown = ", ".join(f"'{quote(n, 20)}'" for n in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        theirs = ", ".join(quote(n, 20) for n in model_classes[:5]) + (", ..." if len(model_classes) > 5 else "")
+        raise DataError(f"the test set's classes {shown} are not classes of the model ({theirs}); attack a model "
+                        "trained on these classes (image folders are matched to the model's class names)")
+    table = torch.tensor([lookup[n.strip().lower()] for n in data_classes], dtype=torch.int64)
     return table[labels]
 
 
@@ -245,9 +245,42 @@ class AdvWriter:
 
     def close(self) -> Path:
         if self.npz:
-            from dlkit.core.checkpoint import atomic_write
+            from dlkit.core.atomic import atomic_write
 
             arrays = {k: np.concatenate(v) for k, v in self.arrays.items()}
             arrays["labels"] = self.labels.numpy()
             atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays))
         return self.path
+
+
+# ---------------------------------------------------------------- adv-train
+def training_data(cfg, report):
+    """(train, test) :class:`~dlkit.vision.datasets.ImageData` for ``adv-train``: the dataset's splits (an image
+    folder without test/ holds out a sixth), each cut to ``cfg.subset`` / ``cfg.test_subset`` images drawn
+    with the seed."""
+    from dlkit.core.errors import DataError
+    from dlkit.vision.datasets import load_dataset
+
+    if cfg.data is None:
+        raise UsageError("give --data PATH (mnist.npz, cifar10_jpeg.npz or an image folder)")
+    if not Path(cfg.data).exists():
+        raise DataError(f"--data '{cfg.data}' does not exist")
+    train = load_dataset(cfg.dataset, "train", cfg.data, warn=report.warn)
+    try:
+        test = load_dataset(cfg.dataset, "test", cfg.data, warn=report.warn)
+    except DataError:
+        if not Path(cfg.data).is_dir():
+            raise
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+        n_test = max(1, len(train) // 6)
+        test, train = train.subset(perm[:n_test]), train.subset(perm[n_test:])
+        report.info(f"{cfg.data} has no test/ folder: holding out {n_test} images as the test set")
+    return _cut(train, cfg.subset, cfg.seed, "--subset"), _cut(test, cfg.test_subset, cfg.seed + 1, "--test-subset")
+
+
+def _cut(ds, n: int | None, seed: int, what: str):
+    if n is None or n >= len(ds):
+        return ds
+    if n < 1:
+        raise UsageError(f"{what} must be at least 1")
+    return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlkit.core.checkpoint import atomic_write_bytes
+from dlkit.core.atomic import atomic_write_bytes
 from dlkit.tasks.adversarial.spec import eps_label
 
 

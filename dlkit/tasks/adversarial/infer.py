@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dlkit.tasks.adversarial.attacks import AttackConfig, clip_budget, run_attack
 from dlkit.tasks.adversarial.data import apply_transforms, quantize, to_uint8
-from dlkit.tasks.adversarial.spec import MINIMAL, Transform
+from dlkit.tasks.adversarial.spec import Transform
+from dlkit.vision.attacks import MINIMAL, AttackConfig, clip_budget, run_attack
 
 
 @dataclass
@@ -143,7 +143,7 @@ def robustness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, met
     ``transforms`` also ``destruction_rate``. Minimal-perturbation attacks (deepfool, cw) run once per batch and
     are clipped to each eps. ``keep(method, eps, adv_uint8, offset)`` receives every adversarial batch.
     ``progress(advance, **fields)`` is called after each attack run."""
-    tallies = {(m.method, e): _Tally() for m in methods for e in eps_list}
+    tallies = {(m.label, e): _Tally() for m in methods for e in eps_list}
     for start in range(0, images.shape[0], batch_size):
         x = images[start:start + batch_size].to(device).float().div_(255)
         y = labels[start:start + batch_size].to(device)
@@ -167,13 +167,13 @@ def robustness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, met
                     moved = None
                     if transforms and eps > 0:
                         moved = model(apply_transforms(adv, list(transforms), seed)).float().argmax(1)
-                tally = tallies[(cfg.method, eps)]
+                tally = tallies[(cfg.label, eps)]
                 _tally(tally, logits, y, x, adv, clean_pred, tgt, moved)
                 tally.seconds += time.perf_counter() - t1 + (search if eps > 0 else 0.0)
                 if keep is not None:
-                    keep(cfg.method, eps, to_uint8(adv).cpu(), start)
+                    keep(cfg.label, eps, to_uint8(adv).cpu(), start)
                 if progress is not None and eps > 0:
-                    progress(1, method=cfg.method, eps=round(eps * 255, 2))
+                    progress(1, method=cfg.label, eps=round(eps * 255, 2))
     rows = []
     for (method, eps), t in tallies.items():
         row = {"method": method, "eps": eps, "eps_pixels": round(eps * 255, 4),

@@ -61,8 +61,39 @@ def load_victim(spec: str, device: torch.device | str = "cpu") -> Victim:
     from dlkit.vision.classifier import load_classifier
 
     model = load_classifier(spec, device=device).eval()
-    c, h, w = (int(v) for v in model.input_size)
-    return Victim(model, list(model.classes), (c, h, w), _name(spec), meta={"arch": getattr(model, "arch", None)})
+    c, h, w = check_contract(model, spec)
+    return Victim(model, list(model.classes), (c, h, w), short_name(spec), meta={"arch": getattr(model, "arch", None)})
+
+
+MAX_SIDE = 1024  # pixels: the largest input side a classifier file may claim (ImageNet models take 224-518)
+
+
+def check_contract(model, spec: str) -> tuple[int, int, int]:
+    """The input contract a classifier file claims, checked before any image is brought to it: 1 or 3
+    channels matching the network's first layer (the stored tensors), sides of 1-``MAX_SIDE`` pixels, finite
+    normalisation with std > 0, as many class names as the network has outputs."""
+    import math
+
+    where = f"model file '{spec}'"
+    try:
+        c, h, w = (int(v) for v in model.input_size)
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{where}: its input_size {model.input_size!r} is not [C, H, W]") from None
+    if c not in (1, 3) or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise ModelFileError(f"{where} claims inputs of {c}x{h}x{w}; adv-attack takes 1 or 3 channels and sides of "
+                             f"1-{MAX_SIDE} pixels (a damaged or crafted file?)")
+    first = next((p for p in model.parameters() if p.ndim == 4), None)
+    if first is not None and first.shape[1] != c:
+        raise ModelFileError(f"{where} claims {c}-channel inputs but its first convolution takes {first.shape[1]}")
+    values = list(model.mean) + list(model.std)
+    if not all(math.isfinite(v) for v in values) or min(model.std) <= 0:
+        raise ModelFileError(f"{where}: its normalisation (mean {list(model.mean)}, std {list(model.std)}) must be "
+                             "finite with std > 0")
+    with torch.no_grad():
+        k = model(torch.zeros(1, c, h, w, device=first.device if first is not None else "cpu")).shape[-1]
+    if k != len(model.classes):
+        raise ModelFileError(f"{where} names {len(model.classes)} classes but its network has {k} outputs")
+    return c, h, w
 
 
 def from_module(model: nn.Module, classes: list[str], input_size, name: str = "model") -> Victim:
@@ -71,9 +102,14 @@ def from_module(model: nn.Module, classes: list[str], input_size, name: str = "m
     return Victim(model.eval(), list(classes), (c, h, w), name)
 
 
-def _name(spec: str) -> str:
+def short_name(spec: str, parent: bool = False) -> str:
+    """How tables name a model: the file name without .safetensors (with its folder when ``parent``)."""
     p = Path(spec)
-    return p.name.removesuffix(".safetensors") if p.suffix == ".safetensors" else spec
+    if p.suffix != ".safetensors":
+        return spec
+    name = p.name.removesuffix(".safetensors")
+    parent = parent or name == "model"  # a training run's output: runs/mnist-robust/model.safetensors
+    return f"{p.parent.name}/{name}" if parent and p.parent.name else name
 
 
 def _torchvision_victim(spec: str, device) -> Victim:

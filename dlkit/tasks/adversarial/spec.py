@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from dlkit.core.errors import UsageError
 
 # fgsm/bim/ill: Goodfellow et al. 2014, Kurakin et al. 2016; pgd/pgd-l2: Madry et al. 2018;
-# mifgsm: Dong et al. 2018; deepfool: Moosavi-Dezfooli et al. 2016; cw: Carlini & Wagner 2017 (L2).
-METHODS = ("fgsm", "bim", "ill", "pgd", "pgd-l2", "mifgsm", "deepfool", "cw")
+# mifgsm: Dong et al. 2018; apgd-ce: Croce & Hein 2020; deepfool: Moosavi-Dezfooli et al. 2016; cw: Carlini & Wagner 2017 (L2).
+METHODS = ("fgsm", "bim", "ill", "pgd", "pgd-l2", "mifgsm", "apgd-ce", "deepfool", "cw")
 TARGETED = ("fgsm", "bim", "pgd", "pgd-l2", "mifgsm", "cw")  # methods that accept --target
-MINIMAL = ("deepfool", "cw")  # minimal-perturbation attacks: --eps only clips their result
 TRANSFORMS = {"jpeg": "JPEG quality 1-100", "resize": "down-and-up scale factor in (0, 1]",
               "blur": "Gaussian blur radius in pixels", "noise": "Gaussian noise std in 0-255 units"}
 
@@ -62,7 +61,7 @@ def parse_eps_list(text: str, what: str = "--eps") -> list[float]:
 def parse_methods(text: str) -> list[str]:
     """``fgsm,pgd`` -> ['fgsm', 'pgd'] (order kept, duplicates dropped); ``pgd-linf`` is ``pgd``, ``pgdl2`` ``pgd-l2``."""
     aliases = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "pgd_l2": "pgd-l2", "i-fgsm": "bim", "ifgsm": "bim",
-               "mi-fgsm": "mifgsm", "cw-l2": "cw", "iter-ll": "ill"}
+               "mi-fgsm": "mifgsm", "cw-l2": "cw", "iter-ll": "ill", "apgd": "apgd-ce"}
     out: list[str] = []
     for p in str(text).split(","):
         m = aliases.get(p.strip().lower(), p.strip().lower())
@@ -111,12 +110,6 @@ def parse_transforms(text: str | None) -> list[Transform]:
             raise UsageError(f"--transform {part}: out of range ({TRANSFORMS[kind]})")
         out.append(Transform(kind, value))
     return out
-
-
-def kurakin_steps(eps: float) -> int:
-    """Kurakin et al. 2016 (BIM / iterative least-likely): min(eps + 4, 1.25 eps) iterations, eps in 0-255 units."""
-    e = eps * 255
-    return max(1, int(math.floor(min(e + 4, 1.25 * e) + 1e-6)))
 
 
 def eps_label(eps: float) -> str:

@@ -44,7 +44,37 @@ class EncoderSpec:
     def from_meta(cls, d: dict) -> "EncoderSpec":
         d = dict(d)
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        return cls(**d)
+        return cls(**d)  # a crafted entry is refused by check_spec before anything is built
+
+
+MAX_IMAGE_SIZE = 1024  # encoder input side: activations grow with its square (1024 px: ~20x those at 224)
+MAX_CHANNELS = 8192
+
+
+def check_spec(spec: EncoderSpec, where: str | None = None) -> None:
+    """Refuse a crafted or damaged ``encoder`` entry before anything is built from it (one line each).
+
+    The input side bounds the pixels of every batch, the channels the decoder's input; mean/std must be
+    three finite numbers with std > 0 (std 0 gives infinite features and empty captions)."""
+    import math
+
+    def bad(what: str) -> ModelFileError:  # without ``where`` inside the loader, which names the file itself
+        return ModelFileError(f"'{where}': its encoder {what}" if where else f"its encoder {what}")
+
+    if not isinstance(spec.name, str) or not (spec.name in ("efficientnet-lite0", "tiny-cnn")
+                                              or spec.name.startswith("torchvision:")):
+        raise bad(f"name {str(spec.name)[:60]!r} is not one dlkit knows")
+    for key, lo, hi in (("size", 16, MAX_IMAGE_SIZE), ("channels", 1, MAX_CHANNELS)):
+        v = getattr(spec, key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise bad(f"{key} {str(v)[:30]} is outside {lo}..{hi}")
+    for key in ("mean", "std"):
+        v = getattr(spec, key)
+        if (not isinstance(v, (tuple, list)) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise bad(f"{key} must be three finite numbers (found {str(v)[:60]})")
+    if min(spec.std) <= 0:
+        raise bad(f"std {list(spec.std)} has a value <= 0 (its features would be infinite)")
 
 
 class TinyCNN(nn.Module):
@@ -99,12 +129,12 @@ def _build(spec: EncoderSpec, load_pretrained: bool) -> nn.Module:
 def _torchvision(arch: str, pretrained: bool) -> nn.Module:
     import torchvision
 
-    try:
-        net = torchvision.models.get_model(arch, weights=None)
-    except ValueError:
-        raise UsageError(f"--encoder torchvision:{arch}: torchvision has no model '{arch}'") from None
-    if pretrained:
-        net.load_state_dict(_torchvision_weights(arch))
+    if arch not in torchvision.models.list_models():
+        raise UsageError(f"--encoder torchvision:{arch[:60]}: torchvision has no model of that name")
+    weights = _torchvision_weights(arch) if pretrained else None  # missing weights: refused before building
+    net = torchvision.models.get_model(arch, weights=None)
+    if weights is not None:
+        net.load_state_dict(weights)
     if hasattr(net, "features") and isinstance(net.features, nn.Module):  # vgg, mobilenet, efficientnet, densenet
         return nn.Sequential(net.features, nn.ReLU()) if arch.startswith("densenet") else net.features
     children = list(net.named_children())
@@ -127,28 +157,21 @@ def _torchvision_weights(arch: str) -> dict:
     if not path.is_file():
         raise DlkitError(f"--pretrained: torchvision's {arch} weights are not on this machine ({path}) and dlkit "
                          "never downloads; fetch them where there is internet or pass --encoder-weights PATH")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from dlkit.core.tensorfile import load_tensors
+
+    return load_tensors(path, f"torchvision's {arch} weights")
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
     """Load a local state_dict into ``encoder`` (keys of a whole classifier are matched by suffix).
 
     Returns the number of tensors loaded; refuses a file that matches none of the encoder's tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--encoder-weights '{path}' does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from dlkit.core.tensorfile import load_tensors, nonfinite
 
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for bad files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelFileError(f"--encoder-weights '{path}' cannot be read safely: {first}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
+    sd = load_tensors(path, "--encoder-weights")  # never unpickles, never relays torch's advice
+    bad = nonfinite(sd)
+    if bad:
+        raise ModelFileError(f"--encoder-weights '{path}': tensor '{bad[0]}' holds NaN or inf values")
     own = encoder.state_dict()
     matched = {}
     for k, v in own.items():

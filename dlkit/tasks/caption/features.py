@@ -13,10 +13,19 @@ from pathlib import Path
 
 import torch
 
-from dlkit.core.checkpoint import atomic_write_bytes
+from dlkit.core.atomic import atomic_write_bytes
 from dlkit.core.errors import DlkitError
-from dlkit.tasks.caption.data import preprocess
 from dlkit.tasks.caption.encoder import EncoderSpec, feature_map
+
+
+def preprocess(img, size: int, mean, std) -> torch.Tensor:
+    """A PIL RGB image -> normalised float (3, size, size): the whole image squashed (nothing cropped away)."""
+    import numpy as np
+    from PIL import Image
+
+    img = img.convert("RGB").resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def load_pixels(path: Path, spec: EncoderSpec, max_pixels: int | None = None) -> torch.Tensor:

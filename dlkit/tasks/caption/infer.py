@@ -7,23 +7,20 @@ weights (``encoder.*``). The bundled EfficientNet-Lite0 weights come from their 
 
 from __future__ import annotations
 
-import glob
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from dlkit.core.errors import DataError, ModelFileError
-from dlkit.tasks.caption.data import Vocab
+from dlkit.core.errors import ModelFileError, UsageError
+from dlkit.tasks.caption.vocab import Vocab
 from dlkit.tasks.caption.encoder import EncoderSpec, build_encoder, feature_map
 from dlkit.tasks.caption.model import CaptionConfig, build_model
 from dlkit.text.tokens import UNK
 
 TASK = "caption"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+MAX_LEN = 200  # words per caption: decoding runs one step per word
 
 
 @dataclass
@@ -138,57 +135,46 @@ class _Stored(nn.Module):
 
 def load_captioner(spec: str, device="cpu") -> Captioner:
     """A caption model by bundled NAME or path, checked (task, config, tensor shapes), in eval mode."""
-    from dlkit.core.checkpoint import load_model
+    from dlkit.core.loader import load_model
     from dlkit.core.config import config_from_dict
 
     def build(meta: dict) -> nn.Module:
         cfg = config_from_dict(CaptionConfig, meta.get("config"))
-        enc = EncoderSpec.from_meta(meta["encoder"])
+        enc = _encoder_spec(meta, None)
         return _Stored(build_model(cfg), build_encoder(enc, load_pretrained=False) if enc.stored else None)
 
     stored, meta = load_model(spec, TASK, build, device)
+    enc_spec = _encoder_spec(meta, spec)
     try:
-        enc_spec = EncoderSpec.from_meta(meta["encoder"])
         vocab = Vocab.from_meta(meta["vocab"])
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"'{meta.get('path', spec)}' lacks caption metadata ({e})") from None
     cfg = stored.decoder.cfg
+    if not 2 <= cfg.max_len <= MAX_LEN:
+        raise ModelFileError(f"'{meta.get('path', spec)}': its max_len {cfg.max_len} is outside 2..{MAX_LEN} words")
     if len(vocab) != cfg.vocab_size:
         raise ModelFileError(f"'{meta.get('path', spec)}': its vocabulary has {len(vocab)} words, its decoder {cfg.vocab_size}")
     encoder = stored.encoder if enc_spec.stored else build_encoder(enc_spec).to(device)
     return Captioner(stored.decoder, encoder.eval(), vocab, enc_spec, cfg, meta)
 
 
-# ---------------------------------------------------------------- inputs
-def expand_inputs(args: list[str], warn, stdin=None) -> list[str]:
-    """Files, folders (their images, sorted; other files skipped with a warning), globs, ``-`` (paths on stdin).
+def _encoder_spec(meta: dict, spec: str | None) -> EncoderSpec:
+    """The model's encoder entry, checked against bounds before anything is built from it; an encoder that
+    is neither stored in the file nor pretrained would caption with random weights, and is refused.
+    ``spec`` None: called inside the loader, whose message names the file."""
+    from dlkit.tasks.caption.encoder import check_spec
 
-    Names that do not exist are kept: captioning reports each one and goes on."""
-    out: list[str] = []
-    for a in args:
-        if a == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            out += [ln.strip() for ln in stream.read().splitlines() if ln.strip()]
-        elif os.path.isdir(a):
-            files = sorted(p for p in Path(a).iterdir() if p.is_file() and not p.name.startswith("."))
-            skipped = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-            if skipped:
-                warn(f"{a}: skipped {len(skipped)} file(s) that are not images by name "
-                     f"({', '.join(p.name for p in skipped[:3])}{' ...' if len(skipped) > 3 else ''})")
-            images = [str(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-            if not images:
-                warn(f"{a}: holds no images")
-            out += images
-        elif not os.path.exists(a) and glob.has_magic(a):
-            hits = sorted(glob.glob(a))
-            if not hits:
-                warn(f"{a}: no file matches")
-            out += hits
-        else:
-            out.append(a)
-    if not out:
-        raise DataError("no images to caption")
-    return out
+    where = meta.get("path", spec) if spec is not None else None
+    prefix = f"'{where}': its" if where else "its"
+    try:
+        enc = EncoderSpec.from_meta(meta["encoder"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{prefix} encoder entry is not usable ({str(e)[:80]})") from None
+    check_spec(enc, where)
+    if not enc.stored and (not enc.pretrained or enc.name == "tiny-cnn"):
+        raise ModelFileError(f"{prefix} encoder {enc.name} is neither stored in the file nor pretrained; "
+                             "it would caption with random weights")
+    return enc
 
 
 # ---------------------------------------------------------------- captioning files
@@ -198,46 +184,78 @@ class FileCaption:
     captions: list[Caption]  # n-best, best first
 
 
-def caption_files(cap: Captioner, paths: list[str], rt, report, beam: int = 3, n_best: int = 1, alpha: float = 0.0,
-                  batch_size: int = 16, plot_dir: str | None = None, emit=None, max_pixels: int | None = None,
-                  no_repeat: int = 0):
-    """Caption ``paths`` in input order, ``batch_size`` images per forward pass; ``emit(FileCaption)`` per image.
+@dataclass
+class DecodeSettings:
+    """How images are captioned: beam size, captions per image, GNMT length penalty, n-gram blocking, images
+    per forward pass, the folder for attention figures (None: none) and the pixel limit of an input."""
+
+    beam: int = 3
+    n_best: int = 1
+    alpha: float = 0.0
+    no_repeat: int = 3
+    batch_size: int = 16
+    plot_dir: str | None = None
+    max_pixels: int | None = None
+    overwrite: bool = False  # replace existing attention figures (never an input photo)
+
+    def __post_init__(self) -> None:
+        if self.n_best > self.beam:
+            raise UsageError(f"--n-best {self.n_best} cannot exceed the beam ({self.beam})")
+
+
+def caption_files(cap: Captioner, paths: list[str], rt, report, settings: DecodeSettings | None = None, emit=None):
+    """Caption ``paths`` in input order, ``settings.batch_size`` images per forward pass; ``emit(FileCaption)``
+    per image.
 
     A file that cannot be read is reported (``report.warn`` + a --json error record) and skipped; the
     returned :class:`dlkit.core.batch.BatchOutcome` lists the failures (``raise_if_failed`` after the last)."""
+    import contextlib
+
     from dlkit.core.batch import BatchOutcome, run_each
     from dlkit.tasks.caption.features import load_pixels
 
+    ds = settings or DecodeSettings()
     total = BatchOutcome(what="images")
-    used: set[str] = set()
-    need_attention = plot_dir is not None
-    import contextlib
-
+    need_attention = ds.plot_dir is not None
+    figures = _figure_paths(paths, ds.plot_dir, ds.overwrite) if need_attention else {}
     # a progress bar when there is more than one batch (folders, long lists); none for a few files
-    bar = report.progress(len(paths), "caption") if len(paths) > batch_size else contextlib.nullcontext(lambda n=1: None)
+    many = len(paths) > ds.batch_size
+    bar = report.progress(len(paths), "caption") if many else contextlib.nullcontext(lambda n=1: None)
     with bar as update:
-        for i in range(0, len(paths), batch_size):
-            chunk = paths[i : i + batch_size]
-            loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), cap.spec, max_pixels)), report, what="images")
+        for i in range(0, len(paths), ds.batch_size):
+            chunk = paths[i : i + ds.batch_size]
+            loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), cap.spec, ds.max_pixels)), report,
+                              what="images")
             total.total += loaded.total
             total.failed += loaded.failed
             if loaded.results:
                 pixels = torch.stack([x for _, x in loaded.results])
-                caps = caption_pixels(cap, pixels, rt, beam, n_best, alpha, need_attention, no_repeat)
+                caps = caption_pixels(cap, pixels, rt, ds.beam, ds.n_best, ds.alpha, need_attention, ds.no_repeat)
                 for (p, _), c in zip(loaded.results, caps):
                     if need_attention:
-                        _plot(p, c[0], plot_dir, used, report)
+                        _plot(p, c[0], figures[p], report)
                     if emit is not None:
                         emit(FileCaption(p, c))
             update(len(chunk))
     return total
 
 
-def _plot(path: str, best: Caption, plot_dir: str, used: set, report) -> None:
-    from dlkit.tasks.caption.plot import attention_figure, figure_path
+def _figure_paths(paths: list[str], plot_dir: str, overwrite: bool) -> dict[str, Path]:
+    """``plot_dir/<stem>.png`` per input, all checked by the output policy before any work: never an input
+    photo (not even with --overwrite), an existing figure only with --overwrite."""
+    from dlkit.core.io import guard_output
+    from dlkit.tasks.caption.figures import figure_path
+
+    used: set[str] = set()
+    return {p: guard_output(figure_path(Path(plot_dir), p, used), inputs=paths, overwrite=overwrite)
+            for p in dict.fromkeys(paths)}
+
+
+def _plot(path: str, best: Caption, out: Path, report) -> None:
+    from dlkit.tasks.caption.figures import attention_figure
     from dlkit.vision.image import open_image
 
     if best.attention is None or not best.words:
         return
-    out = attention_figure(open_image(path), best.words, best.attention, figure_path(Path(plot_dir), path, used))
+    out = attention_figure(open_image(path), best.words, best.attention, out)
     report.info(f"attention figure: {out}")

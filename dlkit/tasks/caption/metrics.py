@@ -1,6 +1,6 @@
 """Caption metrics: corpus BLEU-1..4 against all references and CIDEr-D.
 
-Both score the same tokenised, lower-cased text (:func:`dlkit.tasks.caption.data.normalize`).
+Both score the same tokenised, lower-cased text (:func:`dlkit.tasks.caption.vocab.normalize`).
 
 CIDEr-D (Vedantam, Zitnick, Parikh, CVPR 2015) exactly as coco-caption / pycocoevalcap compute it:
 TF-IDF vectors of 1..4-grams, the document frequency counted over the references of the scored set,

@@ -14,14 +14,15 @@ import torch
 from dlkit.core.errors import DataError
 from dlkit.core.io import read_text
 from dlkit.core.optim import check_finite, optimizer_step
-from dlkit.tasks.caption.data import Vocab, pad_batch
+from dlkit.tasks.caption.vocab import Vocab, pad_batch
 from dlkit.tasks.caption.model import caption_loss
 from dlkit.text.tokens import UNK
 
 
 def read_sentences(path: str | Path, limit: int = 2_000_000) -> list[str]:
-    """One sentence per line, plain or gzip UTF-8 text; empty lines skipped."""
-    text = read_text(path, "--pretrain-text", errors="replace")
+    """One sentence per line, plain or gzip UTF-8 text (strict: latin-1 would become broken words that are
+    then dropped without a word), at most TEXT_LIMIT bytes decompressed; empty lines skipped."""
+    text = read_text(path, "--pretrain-text")
     lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln][:limit]
     if not lines:
@@ -31,8 +32,16 @@ def read_sentences(path: str | Path, limit: int = 2_000_000) -> list[str]:
 
 def pretrain_text(decoder, vocab: Vocab, null_input: torch.Tensor, cfg, rt, report) -> dict:
     """``cfg.pretrain_epochs`` epochs of language modelling; returns the last epoch's mean loss."""
-    sents = [vocab.encode(s, cfg.max_len) for s in read_sentences(cfg.pretrain_text)]
+    lines = read_sentences(cfg.pretrain_text)
+    sents = [vocab.encode(s, cfg.max_len) for s in lines]
     sents = [s for s in sents if s and sum(t == UNK for t in s) <= len(s) // 3]  # mostly known words
+    if len(sents) < cfg.pretrain_batch_size:
+        raise DataError(f"--pretrain-text '{cfg.pretrain_text}': only {len(sents)} of its {len(lines)} sentences are "
+                        f"mostly words of the caption vocabulary, fewer than one batch ({cfg.pretrain_batch_size}); "
+                        "is it text in the captions' language?")
+    if len(sents) < len(lines):
+        report.warn(f"--pretrain-text: {len(lines) - len(sents)} of {len(lines)} sentences skipped (empty, or more "
+                    "than a third of their words outside the caption vocabulary)")
     report.info(f"caption-train: pretraining the decoder on {len(sents)} sentences of {cfg.pretrain_text}")
     decoder.to(rt.device).train()
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)

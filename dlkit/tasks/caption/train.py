@@ -12,16 +12,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import Interrupted
+from dlkit.core.modelfile import load_model_file, save_model
+from dlkit.core.state import save_state, state_path
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite, optimizer_step, warmup_cosine
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
-from dlkit.tasks.caption import dataset as cdata
-from dlkit.tasks.caption.data import normalize, pad_batch
+from dlkit.core.runtime import Runtime, num_params, rng_state, set_rng_state, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
+from dlkit.tasks.caption import data as cdata
+from dlkit.tasks.caption.vocab import normalize, pad_batch
 from dlkit.tasks.caption.encoder import build_encoder, encoder_spec, feature_map, load_encoder_weights
-from dlkit.tasks.caption.infer import Captioner, caption_features, model_meta
+from dlkit.tasks.caption.infer import TASK, Captioner, caption_features, model_meta
 from dlkit.tasks.caption.metrics import caption_scores
 from dlkit.tasks.caption.pretrain import pretrain_text
 from dlkit.tasks.caption.model import build_model, caption_loss, preset
@@ -92,12 +93,32 @@ class _Net(nn.Module):
         return self.decoder(feats, x)
 
 
+MAX_EMBED = MAX_HIDDEN = 4096
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Upper bounds of the size options, with the memory they imply (one UsageError line each)."""
+    from dlkit.core.limits import at_most
+    from dlkit.tasks.caption.encoder import MAX_IMAGE_SIZE
+    from dlkit.tasks.caption.infer import MAX_LEN
+
+    at_most("--image-size", cfg.image_size, MAX_IMAGE_SIZE, "the encoder's activations grow with the square of "
+            "the side (1024 px: about 20x those at the usual 224)")
+    at_most("--hidden", cfg.hidden, MAX_HIDDEN, "an LSTM of H units holds 4H(H+E) weights, 4x that with gradients "
+            "and Adam's state (about 1.2 GB at 4096)")
+    at_most("--embed", cfg.embed, MAX_EMBED, "the embedding and the LSTM's input weights grow with it "
+            "(vocabulary x E, 4H x E)")
+    at_most("--max-len", cfg.max_len, MAX_LEN, "decoding takes one step per word and validation decodes every "
+            "image with a beam; captions are rarely over 50 words")
+
+
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
+    check_config(cfg)
     stop = stop or StopSignal()
     out = Path(cfg.out)
-    model_path, state_file = out / MODEL_FILE, ckpt.state_path(out / MODEL_FILE)
-    state = ckpt.load_state(state_file) if cfg.resume else None
-    _check_resume(cfg, state)
+    model_path, state_file = out / MODEL_FILE, state_path(out / MODEL_FILE)
+    state = resume_state(state_file, TASK, required=STATE_KEYS, config=asdict(cfg), shape_keys=_SHAPE_KEYS) \
+        if cfg.resume else None
     ds = cdata.prepare(cfg, rt, report, state)
     spec, encoder, trains = _encoder(cfg, report)
     mcfg = preset(cfg.preset, arch=cfg.arch, vocab_size=len(ds.vocab), feat_dim=spec.channels, embed=cfg.embed,
@@ -114,27 +135,22 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     model = rt.wrap(net)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], rt.rank)
     prog = state["progress"] if state else {"epoch": 0, "batch": 0, "best": None, "bad": 0, "history": [],
                                             "elapsed": 0.0, "step": 0}
-    report.info(f"caption-train: {cfg.arch} decoder ({sum(p.numel() for p in decoder.parameters()) / 1e6:.2f}M "
-                f"parameters), encoder {spec.name}{' (fine-tuned)' if trained_encoder is not None else ' (frozen)'}, "
-                f"vocab {len(ds.vocab)}, {len(ds.train_pairs)} training captions of {ds.n_train} images, "
-                f"{len(ds.val_idx)} validation images, device {rt.device}, {rt.precision}")
-    report.event("start", task="caption", arch=cfg.arch, encoder=spec.name, vocab=len(ds.vocab),
+    report.start("caption-train", f"{cfg.arch} decoder ({num_params(decoder) / 1e6:.2f}M parameters), encoder "
+                 f"{spec.name}{' (fine-tuned)' if trained_encoder is not None else ' (frozen)'}, vocab {len(ds.vocab)}, "
+                 f"{len(ds.train_pairs)} training captions of {ds.n_train} images, {len(ds.val_idx)} validation images",
+                 rt, prog["step"], task="caption", arch=cfg.arch, encoder=spec.name, vocab=len(ds.vocab),
                  train_images=ds.n_train, val_images=len(ds.val_idx), epoch=prog["epoch"])
     loop = _Loop(cfg, rt, report, stop, model, optimizer, inputs, ds, spec, mcfg, model_path, state_file, prog)
     return loop.run()
 
 
+# A resumed run keeps the settings that decide tensor shapes, the vocabulary and the split.
 _SHAPE_KEYS = ("arch", "preset", "embed", "hidden", "encoder", "image_size", "min_count", "max_len",
                "finetune_encoder", "data", "val_images", "test_images", "seed")
-
-
-def _check_resume(cfg: TrainConfig, state: dict | None) -> None:
-    """A resumed run keeps the settings that decide tensor shapes, the vocabulary and the split."""
-    if state is not None:
-        ckpt.check_resume(state.get("config", {}), asdict(cfg), _SHAPE_KEYS, cfg.out)
+STATE_KEYS = ("model", "optimizer", "progress", "rng", "vocab", "split", "config")
 
 
 def _encoder(cfg: TrainConfig, report: Reporter):
@@ -173,26 +189,29 @@ class _Loop:
         self.spec, self.mcfg, self.model_path, self.state_file, self.prog = spec, mcfg, model_path, state_file, prog
         self.t0 = self.started = time.monotonic()
         self.n_batches = 1  # batches per epoch, set by epoch()
+        self.best: tuple[dict, dict] | None = None  # this run's best model (CPU tensors) and metadata
 
     def elapsed(self) -> float:
         """Training seconds over all runs of this --out (what the model file records)."""
         return self.prog["elapsed"] + time.monotonic() - self.t0
 
-    def out_of_time(self) -> bool:
-        """--max-time counts this run only: a resumed run gets the whole budget again."""
-        return bool(self.cfg.max_time) and time.monotonic() - self.started > self.cfg.max_time
+    def stop_reason(self) -> str:
+        """"interrupted", "max-time" (this run's time: a resumed run gets the whole budget again) or "",
+        the same on every rank."""
+        return stop_reason(self.stop, self.rt, t0=self.started, max_time_s=self.cfg.max_time,
+                           step=self.prog["step"]) or ""
 
     def run(self) -> TrainResult:
         cfg, prog = self.cfg, self.prog
         stopped = ""
         while prog["epoch"] < cfg.epochs and not stopped:
             stopped = self.epoch()
-            if stopped == "interrupted":
-                self.save_state()
-                raise Interrupted(f"interrupted in epoch {prog['epoch'] + 1}; state saved to '{self.state_file}', "
-                                  "continue with --resume")
-            if not stopped or stopped == "max-time":
+            if stopped != "interrupted":  # validated after each epoch, and where --max-time stopped one
                 stopped = self.validate() or stopped
+            if stopped == "interrupted":
+                save_and_interrupt(self.rt, self.save_state, f"in epoch {prog['epoch'] + 1}", self.state_file)
+        if stopped == "max-time":
+            self.report.info(f"--max-time reached in epoch {prog['epoch'] + (1 if prog['batch'] else 0)}")
         self.save_state()
         test = self.test() if self.ds.test_idx else None
         best = prog["best"] or {}
@@ -222,11 +241,9 @@ class _Loop:
                     update_at = prog["batch"]
                     self.report.event("step", epoch=prog["epoch"] + 1, step=prog["step"], loss=loss, ce=ce,
                                       lr=self.optimizer.param_groups[0]["lr"])
-                if self.stop.poll(prog["step"]):
-                    return "interrupted"
-                if self.out_of_time():
-                    self.report.info(f"--max-time reached in epoch {prog['epoch'] + 1}")
-                    return "max-time"
+                stopped = self.stop_reason()
+                if stopped:
+                    return stopped
         prog["epoch"] += 1
         prog["batch"] = 0
         return ""
@@ -262,9 +279,7 @@ class _Loop:
         if prog["bad"] >= cfg.patience:
             self.report.info(f"early stop: no better validation CIDEr-D for {cfg.patience} epochs")
             return "early-stop"
-        if self.out_of_time():
-            return "max-time"
-        return ""
+        return self.stop_reason()
 
     def score(self, idx: list[int], beam: int | None = None, samples: int = 2) -> dict:
         """BLEU-1..4 and CIDEr-D of beam-search captions of images ``idx`` against all their references."""
@@ -284,42 +299,55 @@ class _Loop:
         return Captioner(net.decoder, self.inputs.encoder, self.ds.vocab, self.spec, self.mcfg)
 
     def test(self) -> dict:
-        """The best model's scores on the test images (never used for model selection)."""
-        from dlkit.tasks.caption.infer import load_captioner
+        """The best model's scores on the test images (never used for model selection), written into its file.
 
-        best = load_captioner(str(self.model_path), self.rt.device)
-        unwrap(self.model).decoder.load_state_dict(best.decoder.state_dict())
+        The best weights come from memory (:meth:`save_model` keeps them), as the file holds them (rounded to
+        fp16 with ``--save-dtype fp16``); a resumed run that found no better model takes the earlier run's."""
+        if self.best is None:
+            self.best = load_model_file(self.model_path, TASK)
+        sd, meta = self.best
+        net = unwrap(self.model)
+        net.decoder.load_state_dict({k[len("decoder."):]: self._as_saved(v) for k, v in sd.items()
+                                     if k.startswith("decoder.")})
+        if net.encoder is not None:  # a fine-tuned encoder: the best one, too
+            net.encoder.load_state_dict({k[len("encoder."):]: self._as_saved(v) for k, v in sd.items()
+                                         if k.startswith("encoder.")})
         scores = self.score(self.ds.test_idx, samples=0)
         self.report.metrics("test", images=len(self.ds.test_idx), **scores)
         if self.rt.is_main:
-            tensors, meta = ckpt.load_model_file(self.model_path, "caption")
-            meta["metrics"]["test"] = {"images": len(self.ds.test_idx), **scores}
+            meta = {k: v for k, v in meta.items() if k not in ("format", "aliases")}
+            meta["metrics"] = {**meta["metrics"], "test": {"images": len(self.ds.test_idx), **scores}}
             meta["headline"] = (f"test BLEU-4 {scores['bleu4']:.3f}, CIDEr-D {scores['cider_d']:.3f} "
                                 f"({len(self.ds.test_idx)} held-out images)")
-            dtype = next(iter(tensors.values())).dtype
-            ckpt.save_model(self.model_path, tensors, {k: v for k, v in meta.items() if k not in ("format", "aliases")},
-                            dtype=dtype if dtype != torch.float32 else None)
+            save_model(self.model_path, sd, meta, dtype=self.cfg.save_dtype)
         return scores
 
+    def _as_saved(self, t: torch.Tensor) -> torch.Tensor:
+        return t.half().float() if self.cfg.save_dtype == "fp16" and t.is_floating_point() else t.float()
+
     def save_model(self, scores: dict) -> None:
-        if not self.rt.is_main:
-            return
+        """Write the new best model (rank 0) and keep a CPU copy of it and its metadata for :meth:`test`."""
         net = unwrap(self.model)
-        sd = {f"decoder.{k}": v for k, v in net.decoder.state_dict().items()}
+        sd = {f"decoder.{k}": v.detach().to("cpu", copy=True) for k, v in net.decoder.state_dict().items()}
         if self.spec.stored:  # trained, or not from a package: inference needs these weights
-            sd.update({f"encoder.{k}": v for k, v in self.inputs.encoder.state_dict().items()})
+            sd.update({f"encoder.{k}": v.detach().to("cpu", copy=True)
+                       for k, v in self.inputs.encoder.state_dict().items()})
         meta = model_meta(self.mcfg, self.spec, self.ds.vocab, scores, asdict(self.cfg), self.ds.summary(),
                           self.prog["epoch"], self.elapsed())
-        ckpt.save_model(self.model_path, sd, meta, dtype=torch.float16 if self.cfg.save_dtype == "fp16" else None)
+        self.best = (sd, meta)
+        if self.rt.is_main:
+            save_model(self.model_path, sd, meta, dtype=self.cfg.save_dtype)
 
     def save_state(self) -> None:
+        """Written by rank 0; called on every rank (the RNG states are gathered)."""
+        rng = rng_state(self.rt)
         if not self.rt.is_main:
             return
         self.prog["elapsed"] = self.elapsed()
         self.t0 = time.monotonic()
-        ckpt.save_state(self.state_file, {"model": unwrap(self.model).state_dict(),
-                                          "optimizer": self.optimizer.state_dict(), "progress": self.prog,
-                                          "rng": rng_state(), "vocab": self.ds.vocab.words, "split": self.ds.split,
-                                          "config": asdict(self.cfg)})
+        save_state(self.state_file, {"model": unwrap(self.model).state_dict(),
+                                     "optimizer": self.optimizer.state_dict(), "progress": self.prog,
+                                     "rng": rng, "vocab": self.ds.vocab.words, "split": self.ds.split,
+                                     "config": asdict(self.cfg)}, task=TASK)
 
 

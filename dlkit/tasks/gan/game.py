@@ -22,7 +22,7 @@ from dlkit.core.errors import UsageError
 from dlkit.core.optim import optimizer_step
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
 from dlkit.tasks.gan.data import GANData, sample_toy, to_unit
-from dlkit.tasks.gan.losses import d_loss, d_probability, g_loss, gradient_penalty
+from dlkit.nets.gan_losses import d_loss, d_probability, g_loss, gradient_penalty
 from dlkit.tasks.gan.model import GANConfig, GANPair
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class Game:
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
             rt.scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
+            set_rng_state(state["rng"], rt.rank)
             self.step, self.real_used = state["step"], state["real_used"]
             self.d_updates, self.g_updates = state["d_updates"], state["g_updates"]
 
@@ -162,12 +162,17 @@ class Game:
         for e, b in zip(self.ema.buffers(), unwrap(self.gen).buffers()):
             e.copy_(b)
 
-    def iteration(self, want_norm: bool) -> dict[str, torch.Tensor]:
+    def iteration(self, want_norm: bool, should_stop=None) -> dict[str, torch.Tensor]:
         """Algorithm 1: d_steps D updates, then g_steps G updates; the scaler is updated once per iteration
-        (plus once between repeated updates of the same player, which GradScaler requires)."""
+        (plus once between repeated updates of the same player, which GradScaler requires).
+
+        ``should_stop()`` is asked after each D update (a huge --d-steps must not outlast --max-time or
+        Ctrl-C): when true, the remaining D updates are skipped and the iteration ends with its G updates."""
         out: dict[str, torch.Tensor] = {}
         for k in range(self.cfg.d_steps):
             out = self.d_update(k)
+            if k < self.cfg.d_steps - 1 and should_stop is not None and should_stop():
+                break
             if k < self.cfg.d_steps - 1:
                 self.rt.scaler.update()
         for k in range(self.cfg.g_steps):
@@ -188,5 +193,5 @@ class Game:
     def state(self) -> dict:
         return {"generator": unwrap(self.gen).state_dict(), "discriminator": unwrap(self.disc).state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else {}, "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "scaler": self.rt.scaler.state_dict(), "rng": rng_state(),
+                "opt_d": self.opt_d.state_dict(), "scaler": self.rt.scaler.state_dict(), "rng": rng_state(self.rt),
                 "step": self.step, "real_used": self.real_used, "d_updates": self.d_updates, "g_updates": self.g_updates}

@@ -1,7 +1,7 @@
 """GAN generators and discriminators: ``mlp`` (Goodfellow et al. 2014) and ``dcgan`` (Radford et al. 2016).
 
 Data live in [-1, 1] (images: tanh output, pixels x/127.5 - 1; toys: raw coordinates, linear output).
-Discriminators return one logit per example, shape (B,): the losses (``losses.py``) apply the sigmoid.
+Discriminators return one logit per example, shape (B,): the losses (``dlkit.nets.gan_losses``) apply the sigmoid.
 
 * ``mlp``: generator z -> [Linear-ReLU] x 2 -> data; discriminator data -> [Linear-LeakyReLU-Dropout] x 2 -> 1.
   Goodfellow et al. used ReLU/sigmoid generators and maxout discriminators with dropout; LeakyReLU replaces
@@ -64,6 +64,13 @@ def check_config(cfg: GANConfig) -> None:
         raise ValueError(f"architecture '{cfg.arch}': expected one of {', '.join(ARCHS)}")
     if cfg.z_dim < 1:
         raise ValueError(f"latent size {cfg.z_dim} must be at least 1")
+    if len(cfg.data_shape) not in (1, 3) or min(cfg.data_shape) < 1:
+        raise ValueError(f"data shape {tuple(cfg.data_shape)} must be (D,) or (C, H, W) with every size at least 1")
+    if cfg.is_image and cfg.data_shape[0] not in (1, 3):
+        raise ValueError(f"images have 1 or 3 channels, not {cfg.data_shape[0]}")
+    if cfg.g_width < 1 or cfg.d_width < 1 or cfg.num_classes < 0 or not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"widths must be at least 1, classes at least 0 and dropout in [0, 1) (got {cfg.g_width}, "
+                         f"{cfg.d_width}, {cfg.num_classes}, {cfg.dropout})")
     if cfg.arch == "dcgan":
         if not cfg.is_image:
             raise ValueError("dcgan needs images; use --arch mlp for the toy data")

@@ -15,16 +15,19 @@ from pathlib import Path
 
 import torch
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.atomic import check_writable_dir
+from dlkit.core.modelfile import save_model
+from dlkit.core.state import save_state, state_path
+from dlkit.core.errors import OutputError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, unwrap
-from dlkit.tasks.gan import plots
+from dlkit.core.runtime import Runtime, num_params, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
+from dlkit.tasks.gan import figures
 from dlkit.tasks.gan.data import GANData, load_data, sample_toy, to_pixels, toy_metrics
 from dlkit.tasks.gan.game import Game
-from dlkit.tasks.gan.losses import LOSSES
+from dlkit.nets.gan_losses import LOSSES
 from dlkit.tasks.gan.model import DCGAN_SIZES, GANConfig, check_config
 
 TASK = "gan"
@@ -34,7 +37,7 @@ SHAPE_KEYS = ("arch", "z_dim", "g_width", "d_width", "conditional", "spectral_no
 
 @dataclass
 class TrainConfig:
-    dataset: str = "mnist"  # gaussian | ring | mnist | cifar10 | folder | a torchvision name (with --download)
+    dataset: str = "mnist"  # gaussian | ring | mnist | cifar10 | folder
     data: str | None = None
     download: bool = False
     image_size: int | None = None
@@ -151,9 +154,9 @@ class _Outputs:
         self.cfg, self.mcfg, self.data, self.rt, self.report = cfg, mcfg, data, rt, report
         out = Path(cfg.out)
         self.model_path, self.metrics_path, self.samples_dir = out / MODEL_FILE, out / "metrics.jsonl", out / "samples"
-        self.state_file = ckpt.state_path(self.model_path)
+        self.state_file = state_path(self.model_path)
         if rt.is_main:
-            ckpt.check_writable_dir(out)
+            check_writable_dir(out)
         g = torch.Generator().manual_seed(cfg.seed + 12345)
         n = 64 if mcfg.is_image else 2000
         self.fixed_z = torch.randn(n, mcfg.z_dim, generator=g)
@@ -163,8 +166,11 @@ class _Outputs:
 
     def log(self, row: dict) -> None:
         if self.rt.is_main:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:  # a full disk: one line (the model file keeps the last good weights)
+                raise OutputError(f"cannot write '{self.metrics_path}': {e.strerror or e}") from None
 
     @torch.no_grad()
     def sample(self, game: Game, history: list) -> None:
@@ -177,13 +183,16 @@ class _Outputs:
         y = self.fixed_y.to(dev) if self.fixed_y is not None else None
         x = gen(self.fixed_z.to(dev), y).float().cpu()
         gen.train(was)
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create '{self.samples_dir}': {e.strerror or e}") from None
         if self.data.is_toy:
             real = sample_toy(self.data.name, len(x), torch.Generator().manual_seed(self.cfg.seed + 1))
             self.metrics = {k: round(v, 4) for k, v in toy_metrics(self.data.name, x).items()}
             self.report.metrics("eval", step=game.step, **self.metrics)
             path = self.samples_dir / f"step-{game.step:07d}.png"
-            plots.plot_toy(self.data.name, real.numpy(), x.numpy(), path, f"iteration {game.step}")
+            figures.plot_toy(self.data.name, real.numpy(), x.numpy(), path, f"iteration {game.step}")
         else:
             from dlkit.vision.grid import save_grid
 
@@ -191,17 +200,18 @@ class _Outputs:
             path = save_grid(to_pixels(x), self.samples_dir / f"epoch-{epoch:06.2f}.png", nrow=8)
         self.samples.append(str(path))
         self.report.event("samples", step=game.step, path=str(path))
-        plots.plot_history(history, Path(self.cfg.out) / "losses.png", self.cfg.loss)
+        figures.plot_history(history, Path(self.cfg.out) / "losses.png", self.cfg.loss)
 
     def save(self, game: Game, history: list, seconds: float, healthy: bool, write_model: bool = True) -> None:
+        """Written by rank 0; called on every rank (the game's state gathers the ranks' RNG states)."""
+        st = {**game.state(), "history": history, "elapsed": seconds, "config": asdict(self.cfg)}
         if not self.rt.is_main:
             return
         if write_model and (healthy or not self.model_path.exists()):
             meta = model_meta(self.cfg, self.mcfg, self.data, game, seconds, self.metrics)
-            ckpt.save_model(self.model_path, generator_state(game), meta,
-                            dtype=torch.float16 if self.cfg.save_dtype == "fp16" else None)
-        st = {**game.state(), "history": history, "elapsed": seconds, "config": asdict(self.cfg)}
-        ckpt.save_state(self.state_file, st, task=TASK)
+            save_model(self.model_path, generator_state(game), meta,
+                            dtype=self.cfg.save_dtype)
+        save_state(self.state_file, st, task=TASK)
 
 
 def _plan(cfg: TrainConfig, data: GANData, per_epoch: int) -> tuple[int, int]:
@@ -216,46 +226,81 @@ def _plan(cfg: TrainConfig, data: GANData, per_epoch: int) -> tuple[int, int]:
     return total, cfg.sample_every or per_it
 
 
+MAX_IMAGE_SIZE = 512  # --image-size (mlp, folders): every image is kept decoded, C x N x N bytes
+MAX_Z_DIM = 4096
+MAX_WIDTH = 16384
+MAX_PARAMS = 50_000_000  # per network: with gradients, Adam's two moments and the EMA, ~20 bytes each
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Upper bounds of the options that decide memory, with the reason (one UsageError line each)."""
+    from dlkit.core.limits import at_most
+
+    at_most("--image-size", cfg.image_size, MAX_IMAGE_SIZE, "every image is kept decoded (C x N x N bytes) and "
+            "the mlp's first layer has C x N x N x width weights")
+    at_most("--z-dim", cfg.z_dim, MAX_Z_DIM, "the generator's first layer has z-dim x width weights; 100 is usual")
+    for opt, v in (("--g-width", cfg.g_width), ("--d-width", cfg.d_width)):
+        at_most(opt, v, MAX_WIDTH, "layer weights grow with the square of the width")
+    toy = cfg.dataset in ("gaussian", "ring")
+    at_most("--batch-size", cfg.batch_size, 65536 if toy else 1024, "every layer's activations are kept for the "
+            "backward pass, for the real and the generated batch" + ("" if toy else " (1024 images of 64 px: a few GB)"))
+
+
+def check_size(mcfg: GANConfig) -> None:
+    """Refuse networks over MAX_PARAMS, counted without allocating (built on the meta device)."""
+    from dlkit.core.limits import product_at_most
+    from dlkit.tasks.gan.model import GANPair
+
+    with torch.device("meta"):
+        pair = GANPair(mcfg)
+    for name, net in (("generator", pair.generator), ("discriminator", pair.discriminator)):
+        n = sum(p.numel() for p in net.parameters())
+        product_at_most(f"the {name} (--z-dim {mcfg.z_dim}, --g-width {mcfg.g_width}, --d-width {mcfg.d_width}, "
+                        f"data {'x'.join(map(str, mcfg.data_shape))})", n, MAX_PARAMS,
+                        "each costs about 20 bytes with gradients, Adam's state and the EMA copy", unit="parameters")
+
+
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     """Play the game for ``steps`` iterations (or ``epochs``); see the module docstring."""
     stop = stop or StopSignal()
+    check_options(cfg)
     if cfg.image_size and cfg.arch != "mlp" and cfg.image_size not in DCGAN_SIZES:
         raise UsageError(f"--image-size {cfg.image_size}: dcgan makes {'/'.join(map(str, DCGAN_SIZES))} px images "
                          "(or use --arch mlp)")
     data = load_data(cfg.dataset, cfg.data, cfg.image_size, cfg.channels, cfg.download)
     cfg, mcfg = resolve(cfg, data)
+    check_size(mcfg)
     for note in data.notes:
         report.info(f"gan-train: note: {note}")
     outs = _Outputs(cfg, mcfg, data, rt, report)
     state = None
-    if cfg.resume and outs.state_file.exists():
-        state = ckpt.load_state(outs.state_file, TASK, required=("generator", "discriminator", "step", "config"))
-        ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS + ("loss",), outs.state_file)
-    elif cfg.resume:
-        report.warn(f"--resume: no state in {cfg.out} yet; starting a new run")
+    if cfg.resume:
+        state = resume_state(outs.state_file, TASK, required=("generator", "discriminator", "step", "config"),
+                             config=asdict(cfg), shape_keys=SHAPE_KEYS + ("loss",))
     game = Game(cfg, mcfg, data, rt, state)
     total, sample_every = _plan(cfg, data, game.batches.per_epoch)
     history = list(state["history"]) if state else []
     elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
     seconds = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
-    n_g = sum(p.numel() for p in unwrap(game.gen).parameters())
-    n_d = sum(p.numel() for p in unwrap(game.disc).parameters())
+    n_g, n_d = num_params(game.gen), num_params(game.disc)
     what = data.name if data.is_toy else f"{data.name}: {len(data)} images {'x'.join(map(str, data.shape))}"
-    report.info(f"gan-train: {mcfg.arch} G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters, {cfg.loss} loss, "
-                f"k={cfg.d_steps} D / {cfg.g_steps} G steps, batch {cfg.batch_size}, {what}; {rt.device}, {rt.precision}"
-                + (f"; resuming at iteration {game.step}" if game.step else ""))
-    report.event("start", task=TASK, arch=mcfg.arch, loss=cfg.loss, d_steps=cfg.d_steps, g_steps=cfg.g_steps,
-                 g_params=n_g, d_params=n_d, step=game.step, steps=total, device=str(rt.device), precision=rt.precision)
+    report.start("gan-train", f"{mcfg.arch} G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters, {cfg.loss} loss, "
+                 f"k={cfg.d_steps} D / {cfg.g_steps} G steps, batch {cfg.batch_size}, {what}", rt, game.step,
+                 unit="iteration", task=TASK, arch=mcfg.arch, loss=cfg.loss, d_steps=cfg.d_steps, g_steps=cfg.g_steps,
+                 g_params=n_g, d_params=n_d, steps=total)
+    # inside an iteration's D updates (one process only: under DDP every rank must make the same updates)
+    cut_short = None if rt.distributed else (
+        lambda: stop.requested or bool(cfg.max_time and time.monotonic() - t0 > cfg.max_time))
     sums: dict[str, torch.Tensor] = {}
     count, stretch, healthy, warned = 0, 0, True, []
-    interrupted = False
+    reason = None
     game.gen.train()
     game.disc.train()
     with report.progress(total, "gan-train", start=game.step) as update:
-        while game.step < total:
+        while game.step < total and reason is None:
             it = game.step + 1
             log = it % cfg.log_every == 0 or it == total
-            for k, v in game.iteration(want_norm=log).items():
+            for k, v in game.iteration(want_norm=log, should_stop=cut_short).items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             if log:
@@ -281,15 +326,13 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             if it % sample_every == 0 or it == total:
                 outs.sample(game, history)
                 outs.save(game, history, seconds(), healthy)
-            if stop.poll(it):
-                interrupted = True
-                break
-            if cfg.max_time and time.monotonic() - t0 > cfg.max_time:  # this run's time, not the resumed total
-                report.info(f"gan-train: --max-time reached after iteration {it}")
-                break
-    if interrupted:
-        outs.save(game, history, seconds(), healthy, write_model=False)
-        raise Interrupted(f"interrupted at iteration {game.step}; state saved to '{outs.state_file}', continue with --resume")
+            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=it)  # this run's time only
+    if reason == "interrupted":
+        save_and_interrupt(rt, lambda: outs.save(game, history, seconds(), healthy, write_model=False),
+                           f"at iteration {game.step}", outs.state_file)
+    if reason == "max-time":
+        report.info(f"gan-train: --max-time reached after iteration {game.step}")
+    rt.barrier()  # rank 0's last save is done before any rank asks whether the model file exists
     if game.step % sample_every != 0 and game.step != total or not outs.model_path.exists():
         outs.sample(game, history)
         outs.save(game, history, seconds(), healthy)

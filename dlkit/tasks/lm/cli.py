@@ -4,56 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import (opt as _opt, Device, Json, MaxTime, Out, Overwrite, Precision, Quiet, Resume, SaveDtype, Seed,
-                                Threads)
+from dlkit.core.options import (Device, Json, Lr, MaxTime, Model, Out, Overwrite, Precision, Quiet, Resume, SaveDtype,
+                                Seed, Threads, opt)
 
 app = typer.Typer()
 
-
-class PresetName(str, Enum):
-    tiny = "tiny"
-    small = "small"
-    medium = "medium"
-    baby = "baby"
-
-
-class TokenizerKind(str, Enum):
-    char = "char"
-    bpe = "bpe"
-
+# the names of dlkit.tasks.lm.model.PRESETS (a test checks they agree; this module must not import torch)
+PRESETS = ("tiny", "small", "medium", "large")
+RENAMED_PRESETS = {"baby": "large"}  # earlier names, still accepted
 
 
 @app.command("lm-train")
 def lm_train(
-    data: Annotated[Path, _opt("--data", help="UTF-8 text file or folder of text files (a FIFO or <(...) works).")],
+    data: Annotated[Path, opt("--data", help="UTF-8 text file or folder of text files (a FIFO or <(...) works).")],
     out: Out = Path("runs/lm"),
-    preset: Annotated[PresetName, _opt("--preset", help="Model size.")] = PresetName.small,
-    tokenizer: Annotated[TokenizerKind, _opt("--tokenizer", help="char (small corpora) or bpe (byte-level BPE).")] = TokenizerKind.char,
-    vocab_size: Annotated[int, _opt("--vocab-size", min=257, max=65535, help="BPE vocabulary size.")] = 4096,
-    val: Annotated[Optional[Path], _opt("--val", help="Validation text (default: last --val-fraction of --data).")] = None,
-    val_fraction: Annotated[float, _opt("--val-fraction", min=0.001, max=0.9, help="Share of the data held out for validation.")] = 0.1,
-    block_size: Annotated[Optional[int], _opt("--block-size", min=1, max=65536, help="Context length (default: the preset's).")] = None,
-    dropout: Annotated[Optional[float], _opt("--dropout", min=0.0, max=0.9, help="Dropout (default: the preset's).")] = None,
-    batch_size: Annotated[int, _opt("--batch-size", min=1, help="Sequences per step per process.")] = 12,
-    grad_accum: Annotated[int, _opt("--grad-accum", min=1, help="Micro-batches per optimizer step.")] = 1,
-    steps: Annotated[int, _opt("--steps", min=1, help="Optimizer steps.")] = 2000,
-    lr: Annotated[float, _opt("--lr", min=1e-12, help="Peak learning rate.")] = 1e-3,
-    min_lr: Annotated[float, _opt("--min-lr", min=0.0, help="Learning rate at the end of the cosine.")] = 1e-4,
-    warmup: Annotated[int, _opt("--warmup", min=0, help="Linear warmup steps.")] = 100,
-    weight_decay: Annotated[float, _opt("--weight-decay", min=0.0, help="AdamW weight decay (matrices only).")] = 0.1,
-    clip: Annotated[float, _opt("--clip", min=0.0, help="Gradient-norm clipping (0: off).")] = 1.0,
-    eval_every: Annotated[int, _opt("--eval-every", min=1, help="Evaluate (and save the best model) every N steps.")] = 250,
-    eval_iters: Annotated[int, _opt("--eval-iters", min=1, help="Batches per evaluation estimate.")] = 50,
-    log_every: Annotated[int, _opt("--log-every", min=1, help="Read and report the training loss every N steps.")] = 10,
-    sample_tokens: Annotated[int, _opt("--sample-tokens", min=0, help="Tokens sampled at each evaluation (0: none).")] = 200,
+    preset: Annotated[str, opt("--preset", choices=PRESETS, renamed=RENAMED_PRESETS, help="Model size.")] = "small",
+    tokenizer: Annotated[str, opt("--tokenizer", choices=("char", "bpe"), help="char (small corpora) or bpe "
+                                  "(byte-level BPE).")] = "char",
+    vocab_size: Annotated[int, opt("--vocab-size", min=257, max=65535, help="BPE vocabulary size.")] = 4096,
+    val: Annotated[Optional[Path], opt("--val", help="Validation text (default: last --val-fraction of --data).")] = None,
+    val_fraction: Annotated[float, opt("--val-fraction", min=0.001, max=0.9, help="Share of the data held out for validation.")] = 0.1,
+    block_size: Annotated[Optional[int], opt("--block-size", min=1, max=65536, help="Context length (default: the preset's).")] = None,
+    dropout: Annotated[Optional[float], opt("--dropout", min=0.0, max=0.9, help="Dropout (default: the preset's).")] = None,
+    batch_size: Annotated[int, opt("--batch-size", min=1, help="Sequences per step per process.")] = 12,
+    grad_accum: Annotated[int, opt("--grad-accum", min=1, help="Micro-batches per optimizer step.")] = 1,
+    steps: Annotated[int, opt("--steps", min=1, help="Optimizer steps.")] = 2000,
+    lr: Lr = 1e-3,
+    min_lr: Annotated[float, opt("--min-lr", min=0.0, help="Learning rate at the end of the cosine.")] = 1e-4,
+    warmup: Annotated[int, opt("--warmup", min=0, help="Linear warmup steps.")] = 100,
+    weight_decay: Annotated[float, opt("--weight-decay", min=0.0, help="AdamW weight decay (matrices only).")] = 0.1,
+    clip: Annotated[float, opt("--clip", min=0.0, help="Gradient-norm clipping (0: off).")] = 1.0,
+    eval_every: Annotated[int, opt("--eval-every", min=1, help="Evaluate (and save the best model) every N steps.")] = 250,
+    eval_iters: Annotated[int, opt("--eval-iters", min=1, help="Batches per evaluation estimate.")] = 50,
+    log_every: Annotated[int, opt("--log-every", min=1, help="Read and report the training loss every N steps.")] = 10,
+    sample_tokens: Annotated[int, opt("--sample-tokens", min=0, help="Tokens sampled at each evaluation (0: none).")] = 200,
     max_time: MaxTime = None,
-    compile: Annotated[bool, _opt("--compile", help="torch.compile the model (GPU).")] = False,
+    compile: Annotated[bool, opt("--compile", help="torch.compile the model (GPU).")] = False,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -74,9 +65,9 @@ def lm_train(
 
       dlkit lm-train --data input.txt --preset small --steps 2000 --out runs/shakespeare
 
-      dlkit lm-train --data corpus/ --tokenizer bpe --vocab-size 8192 --preset baby --max-time 60
+      dlkit lm-train --data corpus/ --tokenizer bpe --vocab-size 8192 --preset large --max-time 60
 
-      torchrun --nproc_per_node=4 -m dlkit lm-train --data input.txt --preset baby --out runs/ddp
+      torchrun --nproc_per_node=4 -m dlkit lm-train --data input.txt --preset large --out runs/ddp
     """
     from dlkit.core.io import text_files
     from dlkit.core.rundir import check_run_dir
@@ -88,42 +79,39 @@ def lm_train(
 
     from dlkit.core.training import run_training
     from dlkit.tasks.lm.train import TrainConfig, train
+
     cfg = TrainConfig(
-        data=str(data), out=str(out), preset=preset.value, block_size=block_size, dropout=dropout,
-        tokenizer=tokenizer.value, vocab_size=vocab_size, val=str(val) if val else None, val_fraction=val_fraction,
-        batch_size=batch_size, grad_accum=grad_accum, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup,
-        weight_decay=weight_decay, clip=clip, eval_every=eval_every, eval_iters=eval_iters, log_every=log_every,
-        sample_tokens=sample_tokens, max_time=max_time * 60 if max_time else None, compile=compile, seed=seed,
-        save_dtype=save_dtype, resume=resume,
+        data=str(data), out=str(out), preset=preset, block_size=block_size, dropout=dropout, tokenizer=tokenizer,
+        vocab_size=vocab_size, val=str(val) if val else None, val_fraction=val_fraction, batch_size=batch_size,
+        grad_accum=grad_accum, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
+        eval_every=eval_every, eval_iters=eval_iters, log_every=log_every, sample_tokens=sample_tokens,
+        max_time=max_time, compile=compile, seed=seed, save_dtype=save_dtype, resume=resume,
     )
-
-    def render(result, report) -> None:
-        report.event("result", model=result.model_path, steps=result.steps, best_val_loss=result.best_val_loss,
-                     seconds=result.seconds, tokens_per_s=result.tokens_per_s)
-        report.info(f"best val loss {result.best_val_loss:.4f}; {result.tokens_per_s:,.0f} tokens/s; "
-                    f"model: {result.model_path}")
-        if not json_out:
-            report.result(result.model_path)
-
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
-                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render)
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained)
+
+
+def _trained(result, report) -> None:
+    report.trained(result.model_path, f"best val loss {result.best_val_loss:.4f}; {result.tokens_per_s:,.0f} tokens/s",
+                   steps=result.steps, best_val_loss=result.best_val_loss, seconds=result.seconds,
+                   tokens_per_s=result.tokens_per_s)
 
 
 @app.command("lm-sample")
 def lm_sample(
-    model: Annotated[str, _opt("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")] = "shakespeare-char",
-    prompt: Annotated[str, _opt("--prompt", "-p", help="Text to continue; '-' reads it from stdin.")] = "",
-    max_new_tokens: Annotated[int, _opt("--max-new-tokens", "-n", min=0, help="Tokens to generate per sample.")] = 500,
-    temperature: Annotated[float, _opt("--temperature", "-t", min=0.0, help="Softmax temperature (0: greedy).")] = 0.8,
-    top_k: Annotated[Optional[int], _opt("--top-k", min=1, help="Sample among the k most likely tokens.")] = 200,
-    top_p: Annotated[Optional[float], _opt("--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass in (0, 1].")] = None,
-    num_samples: Annotated[int, _opt("--num-samples", min=1, help="Independent samples to draw.")] = 1,
-    no_cache: Annotated[bool, _opt("--no-cache", help="Recompute the whole context per token (slow; for comparison).")] = False,
+    model: Model = "shakespeare-char",
+    prompt: Annotated[str, opt("--prompt", "-p", help="Text to continue; '-' reads it from stdin.")] = "",
+    max_new_tokens: Annotated[int, opt("--max-new-tokens", "-n", min=0, help="Tokens to generate per sample.")] = 500,
+    temperature: Annotated[float, opt("--temperature", "-t", min=0.0, help="Softmax temperature (0: greedy).")] = 0.8,
+    top_k: Annotated[Optional[int], opt("--top-k", min=1, help="Sample among the k most likely tokens.")] = 200,
+    top_p: Annotated[Optional[float], opt("--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass in (0, 1].")] = None,
+    num_samples: Annotated[int, opt("--num-samples", min=1, help="Independent samples to draw.")] = 1,
+    no_cache: Annotated[bool, opt("--no-cache", help="Recompute the whole context per token (slow; for comparison).")] = False,
     device: Device = "auto",
     precision: Precision = "auto",
     threads: Threads = None,
-    seed: Annotated[Optional[int], _opt("--seed", help="Random seed (default: a fresh one, shown with --json).",
-                                        rich_help_panel="Runtime")] = None,
+    seed: Annotated[Optional[int], opt("--seed", help="Random seed (default: a fresh one, shown with --json).",
+                                       panel="Runtime")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -147,12 +135,13 @@ def lm_sample(
     from dlkit.core.io import results
     from dlkit.core.report import Reporter
     from dlkit.core.runtime import make_runtime
-    from dlkit.tasks.lm.infer import stream_samples
+    from dlkit.tasks.lm.infer import SampleConfig, stream_samples
 
+    cfg = SampleConfig(model=model, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                       top_p=top_p, num_samples=num_samples, seed=seed, use_cache=not no_cache)
     report = Reporter(quiet=quiet, json_mode=json_out)
     rt = make_runtime(device, precision, seed, distributed=False, threads=threads)
-    for s in stream_samples(model, prompt, max_new_tokens, temperature, top_k, top_p, num_samples, rt, seed,
-                            use_cache=not no_cache, on_text=None if json_out else results.write):
+    for s in stream_samples(cfg, rt, on_text=None if json_out else results.write):
         if json_out:
             if not report.result(json.dumps(s)):
                 break

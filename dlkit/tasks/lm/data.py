@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from dlkit.core.checkpoint import atomic_write, atomic_write_bytes
+from dlkit.core.atomic import atomic_write, atomic_write_bytes
 from dlkit.core.errors import DataError
 from dlkit.core.io import spool_streams, text_files
 

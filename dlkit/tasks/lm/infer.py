@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from dlkit.core.checkpoint import load_model
+from dlkit.core.loader import load_model
 from dlkit.core.config import config_from_dict
 from dlkit.core.errors import DataError, ModelFileError
 from dlkit.tasks.lm.data import _show, tokenizer_from_meta
@@ -24,7 +25,7 @@ def build_from_meta(meta: dict) -> GPT:
 def load_lm(spec, device="cpu") -> tuple[GPT, object, dict]:
     """Model (eval mode, fp32, on ``device``), tokenizer and metadata from a bundled name or an 'lm' file.
 
-    The config is checked against the stored tensors before anything is built (core.checkpoint.load_model)."""
+    The config is checked against the stored tensors before anything is built (core.loader.load_model)."""
     model, meta = load_model(spec, TASK, build_from_meta, device)
     try:
         tok = tokenizer_from_meta(meta["tokenizer"])
@@ -106,15 +107,31 @@ def sample_text(model: GPT, tokenizer, prompt: str, n: int, device, seed: int = 
     return tokenizer.decode(out)
 
 
-def stream_samples(spec, prompt: str, max_new_tokens: int, temperature: float, top_k, top_p, num_samples: int,
-                   rt, seed: int, use_cache: bool = True, on_text=None):
-    """Yield one record per sample from model ``spec`` (name or path) on runtime ``rt`` (device, precision).
+@dataclass
+class SampleConfig:
+    """What ``lm-sample`` draws: from model ``model`` (bundled name or path), ``num_samples`` continuations of
+    ``prompt``, ``max_new_tokens`` each, with temperature / top-k / top-p; the same seed, the same text."""
+
+    model: str = "shakespeare-char"
+    prompt: str = ""
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: int | None = 200
+    top_p: float | None = None
+    num_samples: int = 1
+    seed: int = 0
+    use_cache: bool = True
+
+
+def stream_samples(cfg: SampleConfig, rt, on_text=None):
+    """Yield one record per sample on runtime ``rt`` (device, precision).
 
     ``on_text(str)`` receives the text piece by piece as it is generated; when it returns False (stdout
     was closed, see dlkit.core.io) generation stops: nothing else would read it."""
     import time
 
-    model, tok, meta = load_lm(spec, rt.device)
+    model, tok, meta = load_lm(cfg.model, rt.device)
+    prompt, seed = cfg.prompt, cfg.seed
     bad = tok.unknown(prompt)
     if bad:
         raise DataError(f"the prompt has characters model '{meta['name']}' does not know: {_show(bad)}")
@@ -126,15 +143,15 @@ def stream_samples(spec, prompt: str, max_new_tokens: int, temperature: float, t
     def emit(piece: str) -> bool:
         return on_text is None or on_text(piece) is not False
 
-    for i in range(num_samples):
+    for i in range(cfg.num_samples):
         if not emit(("" if i == 0 else "\n---\n") + prompt):
             return
         new: list[int] = []
         shown = ""
         t0 = time.perf_counter()
         with rt.autocast():
-            for t in generate(model, torch.tensor([ids], device=rt.device), max_new_tokens, temperature, top_k,
-                              top_p, g, use_cache):
+            for t in generate(model, torch.tensor([ids], device=rt.device), cfg.max_new_tokens, cfg.temperature,
+                              cfg.top_k, cfg.top_p, g, cfg.use_cache):
                 new.append(int(t))
                 if on_text:
                     text = tok.decode(new)
@@ -144,7 +161,7 @@ def stream_samples(spec, prompt: str, max_new_tokens: int, temperature: float, t
                         shown = text
         seconds = time.perf_counter() - t0
         text = tok.decode(new)
-        if not emit(text[len(shown):] + ("\n" if i == num_samples - 1 else "")):
+        if not emit(text[len(shown):] + ("\n" if i == cfg.num_samples - 1 else "")):
             return
         yield {"sample": i, "seed": seed, "prompt": prompt, "text": text, "new_tokens": len(new),
                "seconds": round(seconds, 4), "tokens_per_s": len(new) / max(seconds, 1e-9)}

@@ -31,14 +31,17 @@ PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
     # nanoGPT's CPU configuration (4 layers, 4 heads, d=128, context 64)
     "small": GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-    # between small and baby: what a laptop CPU can train on Tiny Shakespeare in about an hour
+    # between small and large: what a laptop CPU can train on Tiny Shakespeare in about an hour
     "medium": GPTConfig(block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.1),
-    # nanoGPT's shakespeare_char "baby GPT"
-    "baby": GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+    # nanoGPT's shakespeare_char "baby GPT" (10.7M parameters)
+    "large": GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
 }
+# Earlier names of presets: training states saved under them still resume.
+RENAMED_PRESETS = {"baby": "large"}
 
 
 def preset(name: str, **overrides) -> GPTConfig:
+    name = RENAMED_PRESETS.get(name, name)
     if name not in PRESETS:
         raise KeyError(name)
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
@@ -127,9 +130,6 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """idx (B, T) -> logits (B, T, V); with targets also the mean cross-entropy."""

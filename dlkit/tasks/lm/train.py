@@ -10,15 +10,18 @@ from pathlib import Path
 
 import torch
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import DlkitError, Interrupted, ModelFileError, UsageError
+from dlkit.core.atomic import check_writable_dir
+from dlkit.core.modelfile import check_shapes, load_model_file, save_model
+from dlkit.core.state import check_resume, save_state, state_path
+from dlkit.core.errors import DlkitError, ModelFileError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import adamw, check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.runtime import Runtime, num_params, rng_state, set_rng_state, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.tasks.lm.data import Corpus, check_length, prepare_corpus
-from dlkit.tasks.lm.infer import TASK, load_lm, sample_text
-from dlkit.tasks.lm.model import GPT, GPTConfig, preset
+from dlkit.tasks.lm.infer import TASK, sample_text
+from dlkit.tasks.lm.model import GPT, RENAMED_PRESETS, GPTConfig, preset
 
 MODEL_FILE = "model.safetensors"
 STATE_KEYS = ("model", "optimizer", "step", "best_val", "elapsed", "history", "rng", "tokenizer", "config")
@@ -67,7 +70,7 @@ class TrainResult:
     last_train_loss: float
     seconds: float
     tokens_per_s: float
-    interrupted: bool = False
+    val_loss: float | None = None  # the best model's exact loss on the validation split (finalize)
     history: list = field(default_factory=list)
 
 
@@ -126,90 +129,106 @@ def full_val_loss(model: GPT, corpus: Corpus, block: int, device, batch: int = 3
 
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     stop = stop or StopSignal()
-    out = ckpt.check_writable_dir(cfg.out)
+    out = check_writable_dir(cfg.out)
     model_path = out / MODEL_FILE
-    state_file = ckpt.state_path(model_path)
+    state_file = state_path(model_path)
     state = _load_state(cfg, state_file) if cfg.resume else None
     if state is None and rt.is_main:  # --overwrite (or a fresh folder): an old run must not be resumable later
         for old in (model_path, state_file):
             old.unlink(missing_ok=True)
 
-    try:
-        corpus = _corpus(cfg, rt, out, state)
-        mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
-        check_length(corpus, mcfg.block_size)
-    except DlkitError:
-        if state is None and rt.is_main:  # a fresh run that failed on its data leaves no "run" behind
-            for cache in (*out.glob("tokens*"), *out.glob("data-*.txt"), *out.glob("val-*.txt")):
-                cache.unlink(missing_ok=True)
-        raise
+    corpus, mcfg = _prepare(cfg, rt, out, state)
     model, optimizer = _build(cfg, rt, mcfg, state)
     start, best, elapsed, history = (state["step"], state["best_val"], state["elapsed"], state["history"]) \
         if state else (0, math.inf, 0.0, [])
     fwd = torch.compile(model) if cfg.compile else model
 
-    report.info(f"lm-train: {unwrap(model).num_params() / 1e6:.2f}M parameters, vocab {mcfg.vocab_size}, "
-                f"{len(corpus.train):,} train / {len(corpus.val):,} val tokens, device {rt.device}, {rt.precision}"
-                + (f", {rt.world_size} processes" if rt.distributed else "")
-                + (f", resuming at step {start}" if start else ""))
-    report.event("start", task=TASK, params=unwrap(model).num_params(), vocab=mcfg.vocab_size, step=start,
-                 steps=cfg.steps, world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
+    params = num_params(model)
+    report.start("lm-train", f"{params / 1e6:.2f}M parameters, vocab {mcfg.vocab_size}, {len(corpus.train):,} train / "
+                 f"{len(corpus.val):,} val tokens", rt, start, task=TASK, params=params, vocab=mcfg.vocab_size,
+                 steps=cfg.steps)
 
-    def save(step: int, val: float | None = None, best_val: float | None = None) -> None:
-        """The state always; the model too when ``val`` is a new best. ``best_val`` as of this step."""
+    kept = {"weights": None, "meta": None}  # the best model (a CPU copy) and its metadata, for finalize()
+
+    def save(step: int, val: float | None = None, best_val: float | None = None, final: bool = False) -> None:
+        """The state always; the model too when ``val`` is a new best (at the final evaluation finalize()
+        writes it, with its exact loss). ``best_val`` as of this step. Called on every rank."""
+        rng = rng_state(rt)  # every rank's (a collective)
         if not rt.is_main:
             return
         if val is not None:
-            ckpt.save_model(model_path, unwrap(model).state_dict(),
-                            model_meta(cfg, mcfg, corpus, step, val, elapsed + time.monotonic() - t0),
-                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
-        ckpt.save_state(state_file, {
+            kept["weights"] = _cpu_copy(unwrap(model).state_dict())
+            kept["meta"] = model_meta(cfg, mcfg, corpus, step, val, elapsed + time.monotonic() - t0)
+            if not final:
+                save_model(model_path, kept["weights"], kept["meta"],
+                           dtype=cfg.save_dtype)
+        save_state(state_file, {
             "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "best_val": best if best_val is None else best_val, "elapsed": elapsed + time.monotonic() - t0, "history": history,
-            "rng": rng_state(), "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
+            "rng": rng, "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
         }, task=TASK)
 
     t0 = time.monotonic()
     block = mcfg.block_size
     tokens_per_step = cfg.batch_size * rt.world_size * cfg.grad_accum * block
-    loss_val, step, interrupted = float("nan"), start, False
+    loss_val, step, reason = float("nan"), start, None
     keep = str(model_path) if rt.is_main else None
     with report.progress(cfg.steps, "lm-train", start=start) as update:
-        for step in range(start, cfg.steps):
+        while step < cfg.steps and reason is None:
             if step % cfg.eval_every == 0 and step > start:
                 best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save)
             set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
             loss = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
-            stopping = stop.poll(step + 1)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or stopping:
+            step += 1
+            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
+            if step % cfg.log_every == 0 or reason:
                 # the only device sync of the loop (besides evaluations); averaged so every rank decides alike
                 loss_val = rt.all_reduce_mean(loss.item())
-                check_finite(loss_val, step + 1, keep if model_path.exists() else None)
+                check_finite(loss_val, step, keep if model_path.exists() else None)
                 update(1, loss=loss_val)
-                report.event("step", step=step + 1, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
+                report.event("step", step=step, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
             else:
                 update(1)
-            if stopping:
-                interrupted = True
-                step += 1
-                break
-            if cfg.max_time and time.monotonic() - t0 > cfg.max_time:  # this run's time only
-                report.info(f"--max-time reached after step {step + 1}")
-                step += 1
-                break
-        else:
-            step = cfg.steps
-    if interrupted:
-        save(step)
-        raise Interrupted(f"interrupted at step {step}; state saved to '{state_file}', continue with --resume")
+    if reason == "interrupted":
+        save_and_interrupt(rt, lambda: save(step), f"at step {step}", state_file)
+    if reason == "max-time":
+        report.info(f"--max-time reached after step {step}")
     if step > start:
         best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=True)
     seconds = time.monotonic() - t0
-    if rt.is_main and model_path.exists():
-        full = finalize(model_path, corpus, rt.device, cfg.save_dtype)
-        report.metrics("final", best_val_loss_estimate=best, val_loss=full, val_tokens=min(len(corpus.val), FULL_EVAL_TOKENS))
+    val_loss = None
+    if rt.is_main and (kept["weights"] is not None or model_path.exists()):
+        if kept["weights"] is None:  # a resumed run that found no better model: the earlier run's best
+            kept["weights"], kept["meta"] = load_model_file(model_path, TASK)
+        val_loss = finalize(model_path, mcfg, kept["weights"], kept["meta"], corpus, rt.device, cfg.save_dtype)
+        report.metrics("final", best_val_loss_estimate=best, val_loss=val_loss, val_tokens=len(corpus.val[:FULL_EVAL_TOKENS]))
     tps = (step - start) * tokens_per_step / max(seconds, 1e-9)
-    return TrainResult(str(model_path), step, best, loss_val, seconds, tps, False, history)
+    return TrainResult(str(model_path), step, best, loss_val, seconds, tps, val_loss, history)
+
+
+def _cpu_copy(sd: dict) -> dict:
+    """A CPU copy of a state dict that keeps tied tensors tied (save_model stores them once)."""
+    copies, out = {}, {}
+    for k, v in sd.items():
+        key = (v.data_ptr(), v.shape)
+        if key not in copies:
+            copies[key] = v.detach().to("cpu", copy=True)
+        out[k] = copies[key]
+    return out
+
+
+def _prepare(cfg: TrainConfig, rt: Runtime, out: Path, state: dict | None) -> tuple[Corpus, GPTConfig]:
+    """The encoded corpus and the model config; a fresh run that fails on its data leaves no "run" behind."""
+    try:
+        corpus = _corpus(cfg, rt, out, state)
+        mcfg = model_config(cfg, corpus.tokenizer.vocab_size)
+        check_length(corpus, mcfg.block_size)
+    except DlkitError:
+        if state is None and rt.is_main:
+            for cache in (*out.glob("tokens*"), *out.glob("data-*.txt"), *out.glob("val-*.txt")):
+                cache.unlink(missing_ok=True)
+        raise
+    return corpus, mcfg
 
 
 def _corpus(cfg: TrainConfig, rt: Runtime, out: Path, state: dict | None) -> Corpus:
@@ -222,9 +241,11 @@ def _corpus(cfg: TrainConfig, rt: Runtime, out: Path, state: dict | None) -> Cor
 
 def _load_state(cfg: TrainConfig, state_file: Path) -> dict:
     """The saved state of the run in --out, refused in one line when its shape settings differ."""
-    state = ckpt.load_state(state_file, TASK, required=STATE_KEYS)
+    state = resume_state(state_file, TASK, required=STATE_KEYS)
     saved = state["config"] if isinstance(state["config"], dict) else {}
-    ckpt.check_resume(saved, asdict(cfg), shape_keys(cfg), cfg.out)
+    if saved.get("preset") in RENAMED_PRESETS:  # a run saved under a preset's earlier name
+        saved = {**saved, "preset": RENAMED_PRESETS[saved["preset"]]}
+    check_resume(saved, asdict(cfg), shape_keys(cfg), cfg.out)
     return state
 
 
@@ -233,14 +254,14 @@ def _build(cfg: TrainConfig, rt: Runtime, mcfg: GPTConfig, state: dict | None):
     model = GPT(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
     if state is not None:
-        where = ckpt.state_path(Path(cfg.out) / MODEL_FILE)
+        where = state_path(Path(cfg.out) / MODEL_FILE)
         saved = state["model"] if isinstance(state["model"], dict) else {}
-        ckpt.check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+        check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
                           {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}, where)
         model.load_state_dict(saved)
         try:
             optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
+            set_rng_state(state["rng"], rt.rank)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise ModelFileError(f"training state '{where}' does not fit this run: {str(e).splitlines()[0][:160]}") from None
     return rt.wrap(model), optimizer
@@ -274,7 +295,7 @@ def _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, s
     if rt.is_main and cfg.sample_tokens and not final:
         text = sample_text(unwrap(model), corpus.tokenizer, "", cfg.sample_tokens, rt.device, seed=step)
         report.info("sample: " + text.replace("\n", " / ")[:300])
-    save(step, losses["val"] if improved else None, best)
+    save(step, losses["val"] if improved else None, best, final)
     return best
 
 
@@ -294,17 +315,22 @@ def model_meta(cfg: TrainConfig, mcfg: GPTConfig, corpus: Corpus, step: int, val
 FULL_EVAL_TOKENS = 2_000_000
 
 
-def finalize(model_path: Path, corpus: Corpus, device, save_dtype: str = "fp32") -> float:
-    """Measure the best model's exact validation loss (whole split, up to FULL_EVAL_TOKENS) into its metadata."""
-    model, _, meta = load_lm(model_path, device)
+def finalize(model_path: Path, mcfg: GPTConfig, weights: dict, meta: dict, corpus: Corpus, device,
+             save_dtype: str = "fp32") -> float:
+    """Measure the best model's exact validation loss (whole split, up to FULL_EVAL_TOKENS) and write the
+    model file with it in its metadata. ``weights`` and ``meta`` are the best model's, kept in memory."""
+    model = GPT(mcfg)
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    if save_dtype == "fp16":  # measure what the file holds
+        model.half().float()
+    model.to(device)
     val = Corpus(corpus.train, corpus.val[:FULL_EVAL_TOKENS], corpus.tokenizer, corpus.source)
-    loss = full_val_loss(model, val, model.cfg.block_size, device)
-    meta["metrics"]["val_loss"] = round(loss, 4)
-    meta["metrics"]["val_tokens"] = int(min(len(corpus.val), FULL_EVAL_TOKENS))
+    loss = full_val_loss(model, val, mcfg.block_size, device)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "aliases")}
+    meta["metrics"] = {**meta["metrics"], "val_loss": round(loss, 4),
+                       "val_tokens": int(min(len(corpus.val), FULL_EVAL_TOKENS))}
     meta["headline"] = f"val loss {loss:.4f} nats/token"
-    ckpt.save_model(model_path, model.state_dict(),
-                    {k: v for k, v in meta.items() if k not in ("format", "aliases", "name", "path")},
-                    dtype=torch.float16 if save_dtype == "fp16" else None)
+    save_model(model_path, weights, meta, dtype=save_dtype)
     return loss
 
 

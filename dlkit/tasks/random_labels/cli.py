@@ -8,48 +8,50 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.options import (BatchSize, Data, Device, Download, Json, Lr, MaxTime, Out, Overwrite, Precision, Quiet,
-                                Resume, SaveDtype, Seed, Threads)
+                                Resume, SaveDtype, Seed, Threads, opt)
 
 app = typer.Typer()
 
 _T = "Training"
+# the networks of dlkit.tasks.random_labels.model (a test checks they agree; this module must not import torch)
+ARCHS = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small", "resnet", "mnist-cnn", "airbench")
 
 
 @app.command("fit-random-labels")
 def fit_random_labels(
-    dataset: Annotated[str, typer.Option("--dataset", help="cifar10 | mnist (read from --data, or --download); "
-                                         "ignored when --data is an image folder.")] = "cifar10",
+    dataset: Annotated[str, opt("--dataset", choices=("cifar10", "mnist"), help="Read from --data, or --download; "
+                                "ignored when --data is an image folder.")] = "cifar10",
     data: Data = None,
     download: Download = False,
-    corruption: Annotated[str, typer.Option("--corruption", "-c", help="Comma list of true | random | partial:P | "
+    corruption: Annotated[str, opt("--corruption", "-c", help="Comma list of true | random | partial:P | "
                                             "shuffled-pixels | random-pixels | gaussian, or all.")] = "true,random",
-    arch: Annotated[str, typer.Option("--arch", help="mlp-1x512 | mlp-3x512 | alexnet-small | inception-small | "
-                                      "resnet | mnist-cnn")] = "mlp-1x512",
+    arch: Annotated[str, opt("--arch", choices=ARCHS, help="Zhang et al.'s MLPs, small AlexNet or Inception; a ResNet, the "
+                             "MNIST CNN or airbench94's network.")] = "mlp-1x512",
     out: Out = Path("runs/random-labels"),
-    subset: Annotated[Optional[int], typer.Option("--subset", min=1, help="Train on N random training images.")] = None,
-    test_subset: Annotated[Optional[int], typer.Option("--test-subset", min=1, help="Test on N random test images.")] = None,
-    until_fit: Annotated[bool, typer.Option("--until-fit", help="Stop a run once training accuracy reaches "
-                                            "--fit-threshold.", rich_help_panel=_T)] = False,
-    fit_threshold: Annotated[float, typer.Option("--fit-threshold", min=0.0, max=1.0, help="Training accuracy "
-                                                 "that counts as fitted.", rich_help_panel=_T)] = 1.0,
-    max_epochs: Annotated[int, typer.Option("--max-epochs", min=1, help="Epochs per run at most.", rich_help_panel=_T)] = 100,
+    subset: Annotated[Optional[int], opt("--subset", min=1, help="Train on N random training images.")] = None,
+    test_subset: Annotated[Optional[int], opt("--test-subset", min=1, help="Test on N random test images.")] = None,
+    until_fit: Annotated[bool, opt("--until-fit", help="Stop a run once training accuracy reaches "
+                                            "--fit-threshold.", panel=_T)] = False,
+    fit_threshold: Annotated[float, opt("--fit-threshold", above=0.0, max=1.0, help="Training accuracy "
+                                                 "that counts as fitted.", panel=_T)] = 1.0,
+    max_epochs: Annotated[int, opt("--max-epochs", min=1, help="Epochs per run at most.", panel=_T)] = 100,
     lr: Lr = None,
-    lr_decay: Annotated[float, typer.Option("--lr-decay", min=0.0, max=1.0, help="LR factor per epoch (paper: 0.95).",
-                                            rich_help_panel=_T)] = 0.95,
+    lr_decay: Annotated[float, opt("--lr-decay", min=0.0, max=1.0, help="LR factor per epoch (paper: 0.95).",
+                                            panel=_T)] = 0.95,
     batch_size: BatchSize = 128,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, help="L2 regulariser (Table 1).",
-                                                rich_help_panel=_T)] = 0.0,
-    dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="Dropout before the classifier "
-                                           "layer(s).", rich_help_panel=_T)] = 0.0,
-    random_crop: Annotated[bool, typer.Option("--random-crop", help="Augment with random crops (translations up to "
-                                              "2 px).", rich_help_panel=_T)] = False,
-    crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Centre crop (default: 28 for CIFAR-10, "
+    weight_decay: Annotated[float, opt("--weight-decay", min=0.0, help="L2 regulariser (Table 1).",
+                                                panel=_T)] = 0.0,
+    dropout: Annotated[float, opt("--dropout", min=0.0, max=0.99, help="Dropout before the classifier "
+                                           "layer(s).", panel=_T)] = 0.0,
+    random_crop: Annotated[bool, opt("--random-crop", help="Augment with random crops (translations up to "
+                                              "2 px).", panel=_T)] = False,
+    crop: Annotated[Optional[int], opt("--crop", min=1, help="Centre crop (default: 28 for CIFAR-10, "
                                                 "as in the paper; none otherwise).")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", min=4, help="Resize image-folder images "
+    image_size: Annotated[Optional[int], opt("--image-size", min=4, help="Resize image-folder images "
                                                       "to this square size.")] = None,
-    whiten: Annotated[bool, typer.Option("--whiten/--no-whiten", help="Per-image whitening (the paper) or the "
+    whiten: Annotated[bool, opt("--whiten/--no-whiten", help="Per-image whitening (the paper) or the "
                                          "dataset's mean/std.")] = True,
-    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write Fig. 1a-c as PNG into --out.")] = True,
+    figures: Annotated[bool, opt("--figures/--no-figures", help="Write Fig. 1a-c as PNG into --out.")] = True,
     max_time: MaxTime = None,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
@@ -80,22 +82,16 @@ def fit_random_labels(
     """
     from dlkit.core.errors import UsageError
 
-    if dataset not in ("cifar10", "mnist"):
-        raise UsageError(f"--dataset {dataset}: expected cifar10 or mnist (or an image folder with --data)")
-    if save_dtype not in ("fp32", "fp16"):
-        raise UsageError(f"--save-dtype must be fp32 or fp16 (got {save_dtype})")
     if data is not None and not data.exists():
         raise UsageError(f"--data '{data}' does not exist")
     if data is None and not download:
         raise UsageError(f"give --data PATH ({dataset}{'.npz' if dataset == 'mnist' else '_jpeg.npz'} or an image "
-                         "folder) or --download to fetch the dataset with torchvision")
-    if fit_threshold <= 0:
-        raise UsageError("--fit-threshold must be above 0")
+                         "folder) or --download to fetch the dataset into $DLKIT_HOME/data")
     from dlkit.tasks.random_labels.data import parse_corruptions
 
     parse_corruptions(corruption)  # fail before any data is read
     from dlkit.core.training import run_training
-    from dlkit.tasks.random_labels.infer import render
+    from dlkit.tasks.random_labels.report import render
     from dlkit.tasks.random_labels.train import FitConfig, fit
 
     cfg = FitConfig(
@@ -103,8 +99,8 @@ def fit_random_labels(
         out=str(out), subset=subset, test_subset=test_subset, crop=crop, image_size=image_size, whiten=whiten,
         lr=lr, lr_decay=lr_decay, batch_size=batch_size or 128, weight_decay=weight_decay, dropout=dropout,
         random_crop=random_crop, until_fit=until_fit, fit_threshold=fit_threshold, max_epochs=max_epochs,
-        max_time=max_time * 60 if max_time else None, seed=seed, resume=resume, save_dtype=save_dtype, figures=figures,
+        max_time=max_time, seed=seed, resume=resume, save_dtype=save_dtype, figures=figures,
     )
     run_training(fit, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
                  threads=threads, json_out=json_out, quiet=quiet,
-                 render=lambda result, report: render(result, report, json_out))
+                 render=render)

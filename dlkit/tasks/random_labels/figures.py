@@ -12,7 +12,7 @@ def save_figures(runs: list, out: Path, title: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dlkit.core.checkpoint import atomic_write
+    from dlkit.core.atomic import atomic_write
 
     paths = []
 

@@ -6,10 +6,11 @@ from dlkit.core.errors import UsageError
 from dlkit.nets.classifiers import build_classifier
 from dlkit.vision.classifier import Classifier
 
-# Zhang et al. 2017 appendix A: the paper's four networks, plus a residual network and the small MNIST CNN.
-ARCHS = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small", "resnet", "mnist-cnn")
+# Zhang et al. 2017 appendix A: the paper's four networks, plus a residual network, the small MNIST CNN and
+# airbench94's fast CIFAR network (Jordan 2024; trained here with the paper's SGD, not the airbench recipe).
+ARCHS = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small", "resnet", "mnist-cnn", "airbench")
 # Paper: lr 0.1 for Inception, 0.01 for AlexNet and the MLPs (decayed by 0.95 per epoch); BatchNorm nets take 0.1.
-DEFAULT_LR = {"inception-small": 0.1, "resnet": 0.1, "mnist-cnn": 0.1}
+DEFAULT_LR = {"inception-small": 0.1, "resnet": 0.1, "mnist-cnn": 0.1, "airbench": 0.1}
 
 
 def default_lr(arch: str) -> float:

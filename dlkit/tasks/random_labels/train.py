@@ -5,27 +5,33 @@ multiplied by 0.95 after every epoch, batch 128, no weight decay, dropout or aug
 shared classification loop (:func:`dlkit.vision.classifier.train_epoch`); this module only chooses the
 data, stops at the fit threshold and keeps the records the figures need.
 
-State for ``--resume`` (``OUT/state.pt``) is written at the end of every epoch: the finished runs and the
-current run's weights, optimizer, epoch, step, data-order generator and loss curve. An interrupted
-run resumes from its last finished epoch and gives the same result as an uninterrupted one (on CPU).
+State for ``--resume`` (``OUT/state.pt``) is written when a run starts and at the end of every epoch: the
+finished runs and the current run's weights, optimizer, epoch, step, data-order generator and loss curve.
+Each run seeds its initialisation from (``--seed``, corruption), so an interrupted command resumes from its
+last finished epoch and gives the same result as an uninterrupted one (on CPU, with the same --threads:
+a matmul summed over another number of threads differs in the last bits).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import DataError, Interrupted, UsageError
+from dlkit.core.atomic import atomic_write_bytes
+from dlkit.core.state import save_state
+from dlkit.core.errors import DataError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.tasks.random_labels.data import Corruption, corrupt, parse_corruptions, prepare, take_subset
 from dlkit.tasks.random_labels.model import ARCHS, build_model, default_lr
 from dlkit.vision.classifier import evaluate, flip_translate, save_classifier, train_epoch
@@ -125,11 +131,16 @@ def fit(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal | None =
     if not 0.0 < cfg.fit_threshold <= 1.0:
         raise UsageError(f"--fit-threshold must be in (0, 1] (got {cfg.fit_threshold})")
     out = Path(cfg.out)
+    check_options(cfg)
     state = _load_state(cfg, out / STATE) if cfg.resume else None
     train, test, n_full = load_data(cfg, report)
+    if state is None and rt.is_main:
+        _clear_previous(out)  # --overwrite: no model of a corruption left out this time may stay behind
+    _check_arch_fits(cfg, train)
     decay_every = max(1, n_full // cfg.batch_size)
-    report.info(f"{len(train)} training / {len(test)} test images {tuple(train.shape)}, {len(train.classes)} classes; "
-                f"{cfg.arch}; corruptions: {', '.join(c.name for c in corruptions)}")
+    report.start("fit-random-labels", f"{len(train)} training / {len(test)} test images {tuple(train.shape)}, "
+                 f"{len(train.classes)} classes; {cfg.arch}; corruptions: {', '.join(c.name for c in corruptions)}",
+                 rt, task=TASK, arch=cfg.arch, corruptions=[c.name for c in corruptions], train_images=len(train))
     done = [RunResult(**r) for r in state["done"]] if state else []
     t_start = time.monotonic()
     stopped = None
@@ -146,12 +157,12 @@ def fit(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal | None =
         done.append(result)
         state = None
         if rt.is_main:
-            ckpt.save_state(out / STATE, {"config": asdict(cfg), "done": [asdict(r) for r in done], "current": None},
+            save_state(out / STATE, {"config": asdict(cfg), "done": [asdict(r) for r in done], "current": None},
                             task=TASK)
     _slowdowns(done)
     figures: list[str] = []
     if rt.is_main:
-        ckpt.atomic_write_bytes(out / RESULTS, json.dumps([asdict(r) for r in done], indent=1).encode())
+        atomic_write_bytes(out / RESULTS, json.dumps([asdict(r) for r in done], indent=1).encode())
         if cfg.figures and done:
             from dlkit.tasks.random_labels.figures import save_figures
 
@@ -167,6 +178,9 @@ def run_one(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal, c: 
     training set, so that a ``--subset`` run sees the paper's learning rate at the same step (with 1,000
     images an epoch is 7 steps, and 0.95 per such epoch would stop learning long before a fit)."""
     x_train, x_test = corrupt(train, test, c, cfg.seed)
+    # Each run's initialisation and dropout draw from a seed of its own, not from wherever the previous
+    # run left the global RNG: a run started after a --resume is then the run an uninterrupted command makes.
+    torch.manual_seed(cfg.seed + zlib.crc32(c.name.encode()))
     model = build_model(cfg.arch, train.shape, train.classes, cfg.dropout, cfg.whiten, *_moments(cfg, train))
     lr0 = cfg.lr if cfg.lr is not None else default_lr(cfg.arch)
     model = rt.wrap(model)
@@ -177,40 +191,40 @@ def run_one(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal, c: 
         unwrap(model).load_state_dict(current["model"])
         opt.load_state_dict(current["optimizer"])
         gen.set_state(current["generator"])
-        set_rng_state(current["rng"])
+        set_rng_state(current["rng"], rt.rank)
         epoch, step, curve = current["epoch"], current["step"], [tuple(p) for p in current["curve"]]
         seconds, images = current["seconds"], current["images"]
         report.info(f"resuming {c.name} at epoch {epoch}")
+    else:  # a state to resume from even if the first epoch is interrupted
+        _save_current(cfg, rt, done, c, model, opt, gen, epoch, step, curve, seconds, images)
     augment = (lambda x, g: flip_translate(x, g, flip=False, pad=2)) if cfg.random_crop else None
     steps_per_epoch = max(1, len(x_train) // rt.world_size // cfg.batch_size)
     log_every = max(1, steps_per_epoch // 8)
-    fitted, train_acc, train_loss, timed_out, interrupted = False, 0.0, float("nan"), False, False
+    fitted, train_acc, train_loss, reason = False, 0.0, float("nan"), None
 
     def on_step(s: int, loss: float | None) -> bool:
-        nonlocal timed_out, interrupted
+        nonlocal reason
         if loss is not None:
             curve.append((s, loss))
-        if cfg.max_time and time.monotonic() - t_start > cfg.max_time:
-            timed_out = True
-        interrupted = interrupted or stop.poll(s)
-        return interrupted or timed_out
+        reason = stop_reason(stop, rt, t0=t_start, max_time_s=cfg.max_time, step=s)
+        return reason is not None
 
     with report.progress(cfg.max_epochs, f"{c.name} ({which})", start=epoch) as update:
         while epoch < cfg.max_epochs:
             res = train_epoch(model, x_train.images, x_train.labels, opt, rt, batch_size=cfg.batch_size, generator=gen,
                               augment=augment, lr_at=lambda s: lr0 * cfg.lr_decay ** (s // decay_every), step=step,
                               log_every=log_every, on_step=on_step)
-            if interrupted:
-                raise Interrupted(f"interrupted during {c.name}, epoch {epoch + 1}; the state of the last finished "
-                                  f"epoch is in '{Path(cfg.out) / STATE}', continue with --resume")
-            if timed_out:
+            if reason == "interrupted":  # the state is that of the last finished epoch, already saved
+                save_and_interrupt(rt, lambda: None, f"during {c.name}, epoch {epoch + 1} (it restarts at that "
+                                   "epoch)", Path(cfg.out) / STATE)
+            if reason == "max-time":
                 report.warn(f"--max-time reached during {c.name}; continue with --resume")
                 return None
             step += res.steps
             epoch += 1
             seconds += res.seconds
             images += res.images * rt.world_size
-            check_finite(res.loss, step, keep=str(Path(cfg.out) / STATE))
+            check_finite(rt.all_reduce_mean(res.loss), step, keep=str(Path(cfg.out) / STATE))  # all ranks alike
             running = rt.all_reduce_mean(res.accuracy)
             if running >= cfg.fit_threshold - 0.05 or epoch == cfg.max_epochs:
                 train_loss, train_acc = evaluate(model, x_train.images, x_train.labels, rt)
@@ -233,6 +247,51 @@ def run_one(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal, c: 
     return result
 
 
+_OUTPUTS = re.compile(r"^((true|random|shuffled-pixels|random-pixels|gaussian|partial-[0-9.e+-]+)\.(safetensors|md)"
+                      r"|fig1[abc]_[a-z_]+\.png|" + re.escape(RESULTS) + "|" + re.escape(STATE) + ")$")
+
+
+def _clear_previous(out: Path) -> list[Path]:
+    """Remove what an earlier run wrote into ``out`` (its models, results, figures, state): the run folder
+    policy lets a fresh run in only with --overwrite, which replaces the whole run, not only the files this
+    run happens to write again. Files this command never writes are left alone."""
+    removed = []
+    if out.is_dir():
+        for p in out.iterdir():
+            if _OUTPUTS.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+MAX_IMAGE_SIZE = 512  # --image-size of folder images: every image is kept decoded, C x N x N bytes
+
+
+def check_options(cfg: FitConfig) -> None:
+    from dlkit.core.limits import at_most
+
+    at_most("--image-size", cfg.image_size, MAX_IMAGE_SIZE, "every training image is kept decoded in memory "
+            "(3 x N x N bytes each) and the MLPs' first layer has 3 x N x N x 512 weights")
+    at_most("--batch-size", cfg.batch_size, 8192, "a batch's activations are kept for the backward pass")
+
+
+def _check_arch_fits(cfg: FitConfig, train: ImageData) -> None:
+    """One forward pass of two blank images: a network whose pooling needs more pixels than the images have
+    (a ResNet on 1x1 images) is one line before any training, not a torch error mid-run."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about empty layers built for tiny inputs
+        net = build_model(cfg.arch, train.shape, train.classes, cfg.dropout, cfg.whiten).eval()
+        try:
+            with torch.no_grad():
+                net(torch.zeros(2, *train.shape))
+        except RuntimeError as e:
+            c, h, w = train.shape
+            raise DataError(f"--arch {cfg.arch} cannot take {w}x{h} images ({str(e).splitlines()[0][:100]}); "
+                            "resize them with --image-size (e.g. 32)") from None
+
+
 def _moments(cfg: FitConfig, train: ImageData) -> tuple[tuple, tuple]:
     if cfg.whiten:
         return (0.0,), (1.0,)
@@ -243,17 +302,17 @@ def _moments(cfg: FitConfig, train: ImageData) -> tuple[tuple, tuple]:
 
 
 def _save_current(cfg, rt, done, c, model, opt, gen, epoch, step, curve, seconds, images) -> None:
+    rng = rng_state(rt)  # every rank's: call on every rank
     if not rt.is_main:
         return
     current = {"corruption": c.name, "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-               "generator": gen.get_state(), "rng": rng_state(), "epoch": epoch, "step": step,
+               "generator": gen.get_state(), "rng": rng, "epoch": epoch, "step": step,
                "curve": [list(p) for p in curve], "seconds": seconds, "images": images}
-    ckpt.save_state(Path(cfg.out) / STATE, {"config": asdict(cfg), "done": [asdict(r) for r in done],
+    save_state(Path(cfg.out) / STATE, {"config": asdict(cfg), "done": [asdict(r) for r in done],
                                              "current": current}, task=TASK)
 
 
 def _save_model(cfg: FitConfig, net, path: Path, r: RunResult) -> None:
-    dtype = torch.float16 if cfg.save_dtype == "fp16" else None
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "figures", "data")}
     save_classifier(path, net, arch=net.arch, arch_kwargs=net.arch_kwargs, classes=net.classes,
                     input_size=net.input_size, mean=net.mean, std=net.std, whiten=net.whiten,
@@ -261,7 +320,8 @@ def _save_model(cfg: FitConfig, net, path: Path, r: RunResult) -> None:
                              "epochs": r.epochs, "steps": r.steps},
                     recipe={"command": "fit-random-labels", **recipe},
                     training={"data": _data_name(cfg), "corruption": r.corruption},
-                    headline=f"{r.corruption}: train {100 * r.train_acc:.2f}% / test {100 * r.test_acc:.2f}%", dtype=dtype)
+                    headline=f"{r.corruption}: train {100 * r.train_acc:.2f}% / test {100 * r.test_acc:.2f}%",
+                    dtype=cfg.save_dtype)
 
 
 def _data_name(cfg: FitConfig) -> str:
@@ -276,8 +336,4 @@ def _slowdowns(runs: list[RunResult]) -> None:
 
 
 def _load_state(cfg: FitConfig, path: Path) -> dict | None:
-    if not path.exists():
-        raise UsageError(f"--resume: no state in '{path.parent}' (nothing to resume; drop --resume)")
-    state = ckpt.load_state(path, TASK, required=("config", "done"))
-    ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS, path.parent)
-    return state
+    return resume_state(path, TASK, required=("config", "done"), config=asdict(cfg), shape_keys=SHAPE_KEYS)

@@ -147,19 +147,3 @@ def block_images(n: int, size: int = 64, seed: int = 0, rects: int = 12, grid: i
             img[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, 3)
         out.append((f"blocks{i}.png", img))
     return out
-
-
-def synthetic_images(n: int, size: int = 64, seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Tiny smooth-plus-edges test images (no downloads): blurred noise, stripes and discs."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for i in range(n):
-        img = np.zeros((size, size, 3))
-        for c in range(3):
-            f1, f2, ph = rng.uniform(1, 6, 2).tolist() + [rng.uniform(0, 6.3)]
-            img[..., c] = 0.5 + 0.25 * np.sin(2 * np.pi * (f1 * xx + f2 * yy) + ph)
-        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] *= rng.uniform(0.3, 1.0, 3)
-        out.append((f"synthetic{i}.png", np.clip(img * 255, 0, 255).astype(np.uint8)))
-    return out

@@ -45,8 +45,8 @@ def model_config(meta: dict) -> SRConfig:
 
 def load_model(spec: str, device: torch.device | str = "cpu") -> tuple[SRResNet, dict]:
     """A model NAME or path -> (eval-mode generator in fp32 on ``device``, metadata); the config is checked
-    against the stored tensors before anything large is built (:func:`dlkit.core.checkpoint.load_model`)."""
-    from dlkit.core.checkpoint import load_model as load
+    against the stored tensors before anything large is built (:func:`dlkit.core.loader.load_model`)."""
+    from dlkit.core.loader import load_model as load
 
     return load(spec, TASK, lambda meta: build_model(model_config(meta)), device)
 
@@ -364,40 +364,3 @@ def upscale_files(inputs: list[Path], out: Path | None, model, scale: int, rt: R
     if single:  # one input: its failure is the command's own error (one line, its exit code)
         return BatchOutcome(total=1, results=[one(files[0])], what="images")
     return run_each(files, one, report, name=str, what="images")
-
-
-def compare(models: dict, scale: int, panel: Path, lr_path: Path | None = None, hr_path: Path | None = None,
-            rt: Runtime | None = None, tile: int | None = None, overlap: int | None = None, warn=None,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS, crop: int | None = None) -> dict:
-    """The lecture's panel: bicubic | each of ``models`` (name -> network) | original, whole images and a zoomed
-    crop row. With ``hr_path`` the LR is the protocol's (or ``lr_path`` if given) and PSNR/SSIM are shown under
-    each upscaled image; without it the panel claims no metric."""
-    from dlkit.tasks.superres.panel import write_panel
-    from dlkit.vision.image import open_image
-
-    hr = None
-    if hr_path is not None:
-        hr = modcrop(split_modes(open_image(hr_path, mode=None, max_pixels=max_pixels), warn)[0], scale)
-    if lr_path is not None:
-        lr = split_modes(open_image(lr_path, mode=None, max_pixels=max_pixels), warn)[0]
-    elif hr is not None:
-        lr = imresize(hr, 1 / scale)
-    else:
-        raise UsageError("--compare needs an input image or --hr")
-    if hr is not None and hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
-        raise UsageError(f"--hr is {hr.shape[1]}x{hr.shape[0]} but the input x{scale} is "
-                         f"{lr.shape[1] * scale}x{lr.shape[0] * scale}; pass the matching original")
-    if hr is not None:
-        check_size(hr.shape, scale)
-    outs = [("bicubic", bicubic(lr, scale))]
-    outs += [(name, upscale(net, lr, scale, rt, tile, overlap)) for name, net in models.items()]
-    rows, metrics = [], {}
-    for title, img in outs:
-        m = sr_metrics(img, hr, scale) if hr is not None else None
-        rows.append((title, img, m))
-        if m is not None:
-            metrics[title] = {"psnr": m[0], "ssim": m[1]}
-    if hr is not None:
-        rows.append(("original", hr, None))
-    box = write_panel(panel, rows, scale, crop=crop)
-    return {"panel": str(panel), "metrics": metrics, "crop": box}

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import Interrupted, UsageError
+from dlkit.core.modelfile import save_model
+from dlkit.core.state import save_state, state_path
+from dlkit.core.errors import UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.runtime import Runtime, num_params, rng_state, set_rng_state, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.tasks.superres.data import Pair, PatchSampler, make_pairs, read_hr_images
 from dlkit.tasks.superres.losses import ContentLoss, make_content_loss
 from dlkit.tasks.superres.model import PRESETS, SCALES, Discriminator, SRConfig, build_model, config_from_dict
@@ -74,7 +76,6 @@ class TrainResult:
     best_val_psnr: float | None
     last_loss: float
     seconds: float
-    interrupted: bool = False
     history: list = field(default_factory=list)
 
 
@@ -172,7 +173,7 @@ def build(cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None) -
         opt_g.load_state_dict(state["optimizer"])
         if gan:
             opt_d.load_state_dict(state["opt_d"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], rt.rank)
     return Nets(gen, disc, content, opt_g, opt_d, mcfg, train_pairs, val_pairs, init_meta)
 
 
@@ -182,7 +183,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, rt: Runtime, report: Reporter, state: dict | None):
         self.cfg, self.rt, self.report = cfg, rt, report
         self.model_path = Path(cfg.out) / MODEL_FILE
-        self.state_file = ckpt.state_path(self.model_path)
+        self.state_file = state_path(self.model_path)
         self.nets = build(cfg, rt, report, state)
         self.sampler = PatchSampler(self.nets.train_pairs, cfg.scale, cfg.patch, cfg.batch_size, cfg.seed, rt.rank)
         self.start, self.best, self.elapsed, self.history = 0, -math.inf, 0.0, []
@@ -199,33 +200,31 @@ class _Run:
 
     def announce(self) -> None:
         cfg, rt, n, mcfg = self.cfg, self.rt, self.nets, self.nets.mcfg
-        n_params = sum(p.numel() for p in unwrap(n.gen).parameters())
-        self.report.info(f"superres-train: {cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
-                         f"{' + BN' if mcfg.bn else ' (no BN)'}, {n_params / 1e6:.2f}M parameters; "
-                         f"{len(n.train_pairs)} train / {len(n.val_pairs)} val images; device {rt.device}, "
-                         f"{rt.precision}" + (f", {rt.world_size} processes" if rt.distributed else "")
-                         + (f", resuming at step {self.start}" if self.start else ""))
+        n_params = num_params(n.gen)
+        self.report.start("superres-train", f"{cfg.arch} x{mcfg.scale}, {mcfg.n_blocks} blocks x {mcfg.channels} ch"
+                          f"{' + BN' if mcfg.bn else ' (no BN)'}, {n_params / 1e6:.2f}M parameters; "
+                          f"{len(n.train_pairs)} train / {len(n.val_pairs)} val images", rt, self.start, task=TASK,
+                          arch=cfg.arch, params=n_params, steps=cfg.steps, content_loss=self.loss_name)
         if n.gan:
             self.report.info(f"superres-train: content loss {n.content.name}, adversarial weight {cfg.adv_weight}")
-        self.report.event("start", task=TASK, arch=cfg.arch, params=n_params, step=self.start, steps=cfg.steps,
-                          world_size=rt.world_size, device=str(rt.device), precision=rt.precision,
-                          content_loss=self.loss_name)
 
     def save(self, step: int, val: float | None, write_model: bool) -> None:
+        """The state (and the model with ``write_model``), written by rank 0; called on every rank."""
+        rng = rng_state(self.rt)  # every rank's (a collective)
         if not self.rt.is_main:
             return
         cfg, n = self.cfg, self.nets
         if write_model:
             meta = model_meta(cfg, n.mcfg, step, val, self.seconds(), len(n.train_pairs), len(n.val_pairs),
                               self.loss_name, n.init_meta)
-            ckpt.save_model(self.model_path, unwrap(n.gen).state_dict(), meta,
-                            dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
+            save_model(self.model_path, unwrap(n.gen).state_dict(), meta,
+                            dtype=cfg.save_dtype)
         st = {"model": unwrap(n.gen).state_dict(), "optimizer": n.opt_g.state_dict(), "step": step,
-              "best_val": self.best, "elapsed": self.seconds(), "history": self.history, "rng": rng_state(),
+              "best_val": self.best, "elapsed": self.seconds(), "history": self.history, "rng": rng,
               "config": _plain(asdict(cfg))}
         if n.gan:
             st.update(disc=unwrap(n.disc).state_dict(), opt_d=n.opt_d.state_dict())
-        ckpt.save_state(self.state_file, st, task=TASK)
+        save_state(self.state_file, st, task=TASK)
 
     def evaluate(self, step: int, final: bool = False) -> None:
         n = self.nets
@@ -263,8 +262,9 @@ class _Run:
         return fields
 
     def log(self, step: int, fields: dict[str, torch.Tensor]) -> dict[str, float]:
-        """At the logging interval: synchronise the losses, stop on NaN/inf, report them."""
-        values = {k: float(v.item()) for k, v in fields.items()}
+        """At the logging interval: synchronise the losses (averaged over ranks, so that all of them stop
+        together on NaN/inf), report them."""
+        values = {k: self.rt.all_reduce_mean(float(v.item())) for k, v in fields.items()}
         keep = str(self.model_path) if self.model_path.exists() else None
         check_finite(values["loss"], step, keep=keep)
         self.report.event("step", step=step, lr=self.lr, **values)
@@ -278,41 +278,34 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
         raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(ARCHS)} (bicubic needs no training)")
     state = None
     if cfg.resume:
-        state = ckpt.load_state(ckpt.state_path(Path(cfg.out) / MODEL_FILE), TASK,
-                                required=("model", "optimizer", "step", "rng"))
-        ckpt.check_resume(state.get("config", {}), _plain(asdict(cfg)), SHAPE_KEYS, cfg.out)
+        state = resume_state(state_path(Path(cfg.out) / MODEL_FILE), TASK, required=("model", "optimizer", "step", "rng"),
+                             config=_plain(asdict(cfg)), shape_keys=SHAPE_KEYS)
     run = _Run(cfg, rt, report, state)
     run.announce()
-    loss_val, step, interrupted = float("nan"), run.start, False
+    loss_val, step, reason = float("nan"), run.start, None
     run.nets.gen.train()
     t_run = time.monotonic()  # --max-time counts this run only
     with report.progress(cfg.steps, "superres-train", start=run.start) as update:
-        for step in range(run.start, cfg.steps):
+        while step < cfg.steps and reason is None:
             if step % cfg.eval_every == 0 and step > run.start:
                 run.evaluate(step)
             fields = run.step(step)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                values = run.log(step + 1, fields)
+            step += 1
+            reason = stop_reason(stop, rt, t0=t_run, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
+            if step % cfg.log_every == 0 or reason:
+                values = run.log(step, fields)
                 loss_val = values["loss"]
                 update(1, **{k: round(v, 5) for k, v in values.items()})
             else:
                 update(1)
-            if stop.poll(step + 1):
-                interrupted, step = True, step + 1
-                break
-            if cfg.max_time and time.monotonic() - t_run > cfg.max_time:
-                report.info(f"--max-time reached after step {step + 1}")
-                step += 1
-                break
-        else:
-            step = cfg.steps
-    if interrupted:
-        run.save(step, None, write_model=False)
-        raise Interrupted(f"interrupted at step {step}; state saved to '{run.state_file}', continue with --resume")
+    if reason == "interrupted":
+        save_and_interrupt(rt, lambda: run.save(step, None, write_model=False), f"at step {step}", run.state_file)
+    if reason == "max-time":
+        report.info(f"--max-time reached after step {step}")
     if step > run.start or not run.model_path.exists():
         run.evaluate(step, final=True)
     best = run.best if run.best > -math.inf else None
-    return TrainResult(str(run.model_path), step, best, loss_val, run.seconds(), False, run.history)
+    return TrainResult(str(run.model_path), step, best, loss_val, run.seconds(), run.history)
 
 
 def gan_step(gen, disc, content, opt_g, opt_d, lr_img, hr_img, cfg: TrainConfig, rt: Runtime) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Text for translation: Moses normalisation/tokenisation, sentencepiece subwords, parallel corpora, batches.
+"""Text for translation: Moses normalisation/tokenisation, sentencepiece subwords, aligned line files, batches
+(TSV files, mixing and the held-out split: :mod:`dlkit.tasks.translate.corpus`).
 
 The whole text pipeline (languages, Moses settings, sentencepiece model bytes) is a :class:`TextPipeline`
 whose ``to_meta()`` goes into the model file, so ``dlkit translate`` needs nothing else.
@@ -133,7 +134,10 @@ class TextPipeline:
 def moses_all(src: list[str], tgt: list[str], src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
     """Moses-normalised, tokenised text of both sides (the input of subword learning and encoding)."""
     pipe = TextPipeline(src_lang, tgt_lang, None, None, True)
-    return [pipe.moses(x, src_lang) for x in src], [pipe.moses(x, tgt_lang) for x in tgt]
+    # each distinct sentence once: weighted mixes repeat pairs, and Tatoeba repeats English sentences
+    s_map = {x: pipe.moses(x, src_lang) for x in dict.fromkeys(src)}
+    t_map = {x: pipe.moses(x, tgt_lang) for x in dict.fromkeys(tgt)}
+    return [s_map[x] for x in src], [t_map[x] for x in tgt]
 
 
 # ------------------------------------------------------------------ reading parallel data
@@ -176,19 +180,6 @@ def read_pairs(src: str | Path, tgt: str | Path) -> tuple[list[str], list[str]]:
     if len(s) != len(t):
         raise DataError(f"--src '{src}' has {len(s):,} lines but --tgt '{tgt}' has {len(t):,}; they must align line by line")
     return s, t
-
-
-def read_tsv(path: str | Path) -> tuple[list[str], list[str]]:
-    src, tgt = [], []
-    for i, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2:
-            raise DataError(f"'{path}' line {i}: expected 'source<TAB>target'")
-        src.append(parts[0])
-        tgt.append(parts[1])
-    return src, tgt
 
 
 def multi30k_files(folder: str | Path, split: str, pair: str) -> tuple[Path, Path]:

@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from dlkit.core import checkpoint as ckpt
+from dlkit.core.atomic import atomic_write_bytes
+from dlkit.core.loader import load_model
 from dlkit.core.config import config_from_dict
 from dlkit.core.errors import DlkitError, ModelFileError
 from dlkit.core.runtime import Runtime
@@ -48,7 +49,6 @@ class Translator:
     pipe: TextPipeline
     meta: dict
     rt: Runtime
-    first_source: str | None = None  # first non-blank sentence seen (for --attention-plot with stdin)
 
     @property
     def device(self) -> torch.device:
@@ -72,7 +72,7 @@ def _build(meta: dict) -> torch.nn.Module:
 def load_translator(spec, rt: Runtime | str | torch.device | None = None) -> Translator:
     """Model and text pipeline from a 'translate' model file or bundled name (checked, never unpickled)."""
     rt = as_runtime(rt)
-    model, meta = ckpt.load_model(spec, TASK, _build, rt.device)
+    model, meta = load_model(spec, TASK, _build, rt.device)
     try:
         pipe = TextPipeline.from_meta(meta["text"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
@@ -137,8 +137,6 @@ def translate_stream(tr: Translator, lines: Iterable[str], dc: DecodeConfig,
             for s in sentences:
                 x = cut.encode(tr, s)
                 if x:
-                    if tr.first_source is None:
-                        tr.first_source = s
                     mine.append(len(units))
                     units.append(x)
             owner.append(mine)
@@ -224,4 +222,4 @@ def plot_attention(tr: Translator, sentence: str, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return ckpt.atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())

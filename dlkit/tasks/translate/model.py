@@ -76,10 +76,6 @@ def build_model(cfg: Seq2SeqConfig) -> nn.Module:
     raise KeyError(cfg.arch)
 
 
-def num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
 # ============================================================== Transformer (Vaswani et al. 2017, pre-LN)
 def sinusoids(length: int, dim: int) -> torch.Tensor:
     pos = torch.arange(length).float()[:, None]

@@ -10,14 +10,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlkit.core import checkpoint as ckpt
-from dlkit.core.errors import DataError, Interrupted, UsageError
+from dlkit.core.modelfile import load_model_file, save_model
+from dlkit.core.state import save_state, state_path
+from dlkit.core.errors import DataError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import adamw, check_finite, inverse_sqrt, optimizer_step, set_lr
 from dlkit.core.report import Reporter
-from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.runtime import Runtime, num_params, rng_state, set_rng_state, unwrap
+from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
+from dlkit.tasks.translate import corpus as C
 from dlkit.tasks.translate import data as D
-from dlkit.tasks.translate.model import PRESETS, Seq2SeqConfig, build_model, num_params, preset
+from dlkit.tasks.translate.model import PRESETS, Seq2SeqConfig, build_model, preset
 from dlkit.text.bleu import translation_bleu
 from dlkit.text.search import greedy, max_lengths
 
@@ -29,12 +32,14 @@ MODEL_FILE = "model.safetensors"
 class TrainConfig:
     src: str | None = None  # --src/--tgt files, or
     tgt: str | None = None
-    tsv: str | None = None  # a TSV of pairs, or
-    data: str | None = None  # a Multi30k-style folder (with pair)
-    pair: str | None = None  # e.g. en-fr: languages for Moses; picks files in a folder
+    tsv: str | None = None  # a TSV of pairs, and/or
+    data: list[str] = field(default_factory=list)  # sources 'PATH[:WEIGHT]': TSV files, Multi30k-style folders
+    pair: str | None = None  # e.g. en-fr: languages for Moses; picks files in a folder; de-en swaps TSV columns
     valid_src: str | None = None
     valid_tgt: str | None = None
-    valid_fraction: float = 0.05  # held out when no validation files are given
+    valid_tsv: str | None = None
+    valid_sentences: int = 2000  # English sentences held out (by sentence) when no validation files are given
+    valid_fraction: float = 0.05  # ... but at most this fraction of the distinct English sentences
     valid_max: int = 0  # cap on validation sentences decoded for BLEU (0: all)
     out: str = "runs/translate"
     arch: str = "transformer"
@@ -64,6 +69,10 @@ class TrainConfig:
     overwrite: bool = False
     log_every: int = 20  # steps between loss reports (the only host syncs of the loss)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # one folder or file, as library callers gave it before
+            self.data = [self.data]
+
 
 # settings that decide tensor shapes (or the text pipeline): --resume with other values is refused
 SHAPE_KEYS = ("arch", "preset", "d_model", "layers", "attention", "vocab_size", "subword", "joint_vocab")
@@ -82,45 +91,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------ data
-def load_text(cfg: TrainConfig) -> tuple[list[str], list[str], list[str], list[str], str, str]:
-    """Train and validation pairs plus the languages, from whichever source the config names."""
-    if cfg.data:
-        if not cfg.pair:
-            raise UsageError("--data FOLDER needs --pair SRC-TGT (e.g. --pair en-fr)")
-        src, tgt = D.read_pairs(*D.multi30k_files(cfg.data, "train", cfg.pair))
-        vs, vt = D.read_pairs(*D.multi30k_files(cfg.data, "val", cfg.pair)) if not cfg.valid_src else ([], [])
-    elif cfg.tsv:
-        src, tgt = D.read_tsv(cfg.tsv)
-        vs, vt = [], []
-    elif cfg.src and cfg.tgt:
-        src, tgt = D.read_pairs(cfg.src, cfg.tgt)
-        vs, vt = [], []
-    else:
-        raise UsageError("give training data: --src FILE --tgt FILE, --tsv FILE, or --data FOLDER --pair en-fr")
-    if cfg.valid_src or cfg.valid_tgt:
-        if not (cfg.valid_src and cfg.valid_tgt):
-            raise UsageError("--valid-src and --valid-tgt go together")
-        vs, vt = D.read_pairs(cfg.valid_src, cfg.valid_tgt)
-    if not vs:  # hold out the last part (a fixed, documented split)
-        n = max(1, int(len(src) * cfg.valid_fraction))
-        if len(src) - n < 1:
-            raise DataError(f"only {len(src)} sentence pairs: too few to hold out validation data")
-        src, tgt, vs, vt = src[:-n], tgt[:-n], src[-n:], tgt[-n:]
-    if cfg.valid_max:
-        vs, vt = vs[: cfg.valid_max], vt[: cfg.valid_max]
-    sl, tl = D.split_pair(cfg.pair) if cfg.pair else (_guess_lang(cfg.src, "src"), _guess_lang(cfg.tgt, "tgt"))
-    return src, tgt, vs, vt, sl, tl
-
-
-def _guess_lang(path: str | None, default: str) -> str:
-    """'train.fr.gz' -> 'fr'; otherwise a neutral code (Moses then uses language-independent rules)."""
-    if path:
-        parts = Path(path).name.removesuffix(".gz").split(".")
-        if len(parts) > 1 and 2 <= len(parts[-1]) <= 3 and parts[-1].isalpha():
-            return parts[-1].lower()
-    return "xx" if default == "src" else "yy"
-
-
 def model_config(cfg: TrainConfig, pipe: D.TextPipeline) -> Seq2SeqConfig:
     if cfg.arch not in PRESETS:
         raise UsageError(f"--arch {cfg.arch}: expected one of {', '.join(PRESETS)}")
@@ -167,7 +137,7 @@ def average_files(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Parameter average of checkpoints (Vaswani et al. 2017 average the last 5 or 20)."""
     avg = None
     for p in paths:
-        sd, _ = ckpt.load_model_file(p)
+        sd, _ = load_model_file(p)
         if avg is None:
             avg = {k: v.double().clone() for k, v in sd.items()}
         else:
@@ -178,8 +148,11 @@ def average_files(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------ training
 def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
-    src, tgt, vs, vt, sl, tl = load_text(cfg)
-    report.info(f"translate-train: {len(src):,} training pairs, {len(vs):,} validation pairs ({sl} -> {tl})")
+    m, sl, tl = C.load_text(cfg, report.warn)
+    src, tgt, vs, vt = m.src, m.tgt, m.valid_src, m.valid_tgt
+    report.info(f"translate-train: {len(src):,} training pairs, {len(vs):,} validation pairs ({sl} -> {tl})"
+                + ("; " + ", ".join(f"{x['name']} x{x['weight']:g}: {x['train']:,}" for x in m.sources)
+                   if len(m.sources) > 1 else ""))
     s_tok, t_tok = D.moses_all(src, tgt, sl, tl)
     if state is not None:
         pipe = D.TextPipeline.from_meta(state["text"])
@@ -221,9 +194,11 @@ class _Run:
         return self.s["elapsed"] + time.monotonic() - self.t0
 
     def save_state(self) -> None:
+        """Written by rank 0; called on every rank (the RNG states are gathered)."""
+        rng = rng_state(self.rt)
         if self.rt.is_main:
-            ckpt.save_state(ckpt.state_path(self.model_path), {
-                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+            save_state(state_path(self.model_path), {
+                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
                 "text": self.pipe.to_meta(), "config": asdict(self.cfg), "progress": {**self.s, "elapsed": self.elapsed()}},
                 task=TASK)
 
@@ -244,7 +219,7 @@ class _Run:
             if cfg.average_last > 1:
                 snap_dir = self.model_path.parent / "snapshots"
                 snap = snap_dir / f"step-{s['step']}.safetensors"
-                ckpt.save_model(snap, net.state_dict(), meta)
+                save_model(snap, net.state_dict(), meta)
                 s["snapshots"] = (s["snapshots"] + [str(snap)])[-cfg.average_last :]
                 for old in snap_dir.glob("step-*.safetensors"):
                     if str(old) not in s["snapshots"]:
@@ -257,9 +232,8 @@ def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Enco
     """Data, text pipeline, model and optimizer, restored from the saved state with ``cfg.resume``."""
     state = None
     if cfg.resume:
-        path = ckpt.state_path(Path(cfg.out) / MODEL_FILE)
-        state = ckpt.load_state(path, TASK, required=("model", "optimizer", "rng", "text", "config", "progress"))
-        ckpt.check_resume(state["config"], asdict(cfg), SHAPE_KEYS, path)
+        state = resume_state(state_path(Path(cfg.out) / MODEL_FILE), TASK, config=asdict(cfg), shape_keys=SHAPE_KEYS,
+                             required=("model", "optimizer", "rng", "text", "config", "progress"))
     pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
     model = build_model(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
@@ -271,14 +245,12 @@ def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Enco
     model = rt.wrap(model)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-    params = num_params(unwrap(model))
-    report.info(f"{cfg.arch}/{cfg.preset}: {params / 1e6:.2f}M parameters, vocab {mcfg.src_vocab}"
-                f"{'' if pipe.joint else '/' + str(mcfg.tgt_vocab)} ({cfg.subword}, {'joint' if pipe.joint else 'separate'}),"
-                f" device {rt.device}, {rt.precision}" + (f", {rt.world_size} processes" if rt.distributed else "")
-                + (f", resuming at step {s['step']}" if s["step"] else ""))
-    report.event("start", task=TASK, arch=cfg.arch, params=params, vocab=mcfg.src_vocab, step=s["step"],
-                 world_size=rt.world_size, device=str(rt.device), precision=rt.precision)
+        set_rng_state(state["rng"], rt.rank)
+    params = num_params(model)
+    report.start("translate-train", f"{cfg.arch}/{cfg.preset}, {params / 1e6:.2f}M parameters, vocab {mcfg.src_vocab}"
+                 f"{'' if pipe.joint else '/' + str(mcfg.tgt_vocab)} ({cfg.subword}, "
+                 f"{'joint' if pipe.joint else 'separate'})", rt, s["step"], task=TASK, arch=cfg.arch, params=params,
+                 vocab=mcfg.src_vocab)
     return _Run(cfg, rt, report, model, optimizer, pipe, mcfg, valid, refs, s), train_set
 
 
@@ -312,10 +284,10 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     run, train_set = setup(cfg, rt, report)
     s, model, optimizer = run.s, run.model, run.optimizer
     lengths = [len(a) + len(b) + 1 for a, b in zip(train_set.src, train_set.tgt)]
-    interrupted = stopped = False
+    reason = stopped = None
     with report.progress(None, "translate-train") as update:
         log = _LossLog(run, update)
-        while s["epoch"] < cfg.epochs and not (stopped or interrupted):
+        while s["epoch"] < cfg.epochs and not (stopped or reason):
             # every rank builds the same epoch's batches (a function of seed and epoch) and takes its share
             batches = D.token_batches(lengths, cfg.max_tokens, cfg.seed, s["epoch"])
             mine = batches[rt.rank :: rt.world_size][: len(batches) // rt.world_size or 1]
@@ -333,13 +305,8 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                 log.add(loss, lr)
                 if s["step"] % cfg.log_every == 0 or s["batch"] == len(mine):
                     log.flush()
-                # ranks agree on stopping, or DDP would wait forever for the one that left
-                if _any_rank(rt, stop.poll(s["step"])):
-                    interrupted = True
-                    break
-                if _any_rank(rt, bool(cfg.max_time) and time.monotonic() - run.t0 > cfg.max_time):
-                    report.info(f"--max-time reached after step {s['step']}")
-                    stopped = True
+                reason = stop_reason(stop, rt, t0=run.t0, max_time_s=cfg.max_time, step=s["step"])
+                if reason:
                     break
                 if cfg.eval_every and s["step"] % cfg.eval_every == 0:
                     log.flush()
@@ -347,25 +314,21 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                         stopped = True
                         break
             log.flush()
-            if s["batch"] >= len(mine) and not interrupted:
+            if s["batch"] >= len(mine) and reason != "interrupted":
                 s["epoch"], s["batch"] = s["epoch"] + 1, 0
                 if not cfg.eval_every and run.validate():
                     report.info(f"early stopping: no better validation BLEU in {cfg.patience} evaluations")
                     stopped = True
-    if interrupted:
-        run.save_state()
-        raise Interrupted(f"interrupted at step {s['step']}; state saved to "
-                          f"'{ckpt.state_path(run.model_path)}', continue with --resume")
+    if reason == "interrupted":
+        save_and_interrupt(rt, run.save_state, f"at step {s['step']}", state_path(run.model_path))
+    if reason == "max-time":
+        report.info(f"--max-time reached after step {s['step']}")
     if not s["history"] or s["history"][-1]["step"] != s["step"]:
         run.validate()
     if rt.is_main and len(s["snapshots"]) > 1:
         finish_average(run)
     return TrainResult(str(run.model_path), s["step"], s["epoch"], s["best"], time.monotonic() - run.t0,
-                       s["tokens"] / max(run.elapsed(), 1e-9), num_params(unwrap(model)), s["history"])
-
-
-def _any_rank(rt: Runtime, flag: bool) -> bool:
-    return rt.all_reduce_mean(float(flag)) > 0 if rt.distributed else flag
+                       s["tokens"] / max(run.elapsed(), 1e-9), num_params(model), s["history"])
 
 
 def finish_average(run: _Run) -> None:
@@ -385,18 +348,19 @@ def finish_average(run: _Run) -> None:
 
 
 def save(path: Path, state_dict: dict, meta: dict, save_dtype: str) -> None:
-    ckpt.save_model(path, state_dict, meta, dtype=torch.float16 if save_dtype == "fp16" else None)
+    save_model(path, state_dict, meta, dtype=save_dtype)
 
 
 def model_meta(cfg: TrainConfig, mcfg: Seq2SeqConfig, pipe: D.TextPipeline, s: dict, m: dict, seconds: float,
                params: int) -> dict:
-    data = cfg.data or cfg.tsv or cfg.src
+    names = [C.parse_source(x).path for x in cfg.data] + [x for x in (cfg.tsv, cfg.src) if x]
+    data = " + ".join(Path(x).name for x in names) or None
     return {
         "task": TASK,
         "arch": mcfg.arch,
         "config": asdict(mcfg),
         "text": pipe.to_meta(),
-        "training": {"data": Path(data).name if data else None, "steps": s["step"], "epochs": s["epoch"],
+        "training": {"data": data, "steps": s["step"], "epochs": s["epoch"],
                      "seconds": round(seconds, 1), "params": params, "recipe": asdict(cfg)},
         "metrics": {"val_bleu": m["bleu"], "val_bleu_lc_tok": m["bleu_lc_tok"], "val_loss": round(m["val_loss"], 4)},
         "headline": f"val BLEU {m['bleu']:.1f} (sacreBLEU, greedy), lc tok {m['bleu_lc_tok']:.1f}",

@@ -1,0 +1,1 @@
+"""Image classifiers trained with the airbench recipe (``dlkit classifier-train``)."""

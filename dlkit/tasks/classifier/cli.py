@@ -1,0 +1,85 @@
+"""`dlkit classifier-train`: a thin command over dlkit.tasks.classifier.train (no torch at import)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dlkit.core.options import (BatchSize, Data, Device, Download, Json, Lr, MaxTime, Out, Overwrite, Precision, Quiet,
+                                SaveDtype, Seed, Threads, opt)
+
+app = typer.Typer()
+
+_T = "Training"
+PARTS = ("whiten-init, whiten-freeze, dirac, bn-weight-freeze, bias-scaler, label-smoothing, flip, translate, "
+         "lookahead, tta, channels-last")
+
+
+@app.command("classifier-train")
+def classifier_train(
+    dataset: Annotated[str, opt("--dataset", choices=("cifar10", "mnist"), help="Dataset read from --data "
+                                "(or --download); ignored when --data is an image folder.")] = "cifar10",
+    data: Data = None,
+    download: Download = False,
+    out: Out = Path("runs/classifier"),
+    preset: Annotated[str, opt("--preset", choices=("airbench",), help="Training recipe (Jordan 2024's "
+                               "airbench94: whitening conv, 64/256/256 conv groups, lookahead, TTA).", panel=_T)] = "airbench",
+    disable: Annotated[Optional[str], opt("--disable", help=f"Recipe parts to switch off, comma-separated: {PARTS}.",
+                                          panel=_T)] = None,
+    epochs: Annotated[Optional[float], opt("--epochs", min=0.01, help="Epochs to train for (default: the "
+                                           "preset's, 9.9).", panel=_T)] = None,
+    batch_size: BatchSize = None,
+    lr: Annotated[Optional[float], opt("--lr", min=0.0, help="Learning rate per 1,024 examples, decoupled from "
+                                       "momentum (default: the preset's, 11.5).", panel=_T)] = None,
+    subset: Annotated[Optional[int], opt("--subset", min=1, help="Train on N random training images.")] = None,
+    test_subset: Annotated[Optional[int], opt("--test-subset", min=1, help="Test on N random test images.")] = None,
+    max_time: MaxTime = None,
+    save_dtype: SaveDtype = "fp16",
+    overwrite: Overwrite = False,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    seed: Seed = 0,
+    threads: Threads = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train an image classifier with the airbench recipe; writes OUT/model.safetensors.
+
+    The schedule follows steps or, with --max-time, wall time, whichever is further along, so a run on a
+    busy machine still ends annealed. The test accuracy (with and without test-time augmentation) goes into
+    the model file; `dlkit adv-attack --model OUT/model.safetensors` reads it.
+
+    Examples:
+
+      dlkit classifier-train --data cifar10_jpeg.npz --out runs/cifar --max-time 70
+
+      dlkit classifier-train --data cifar10_jpeg.npz --out runs/no-lookahead --epochs 4 --disable lookahead
+
+      dlkit classifier-train --data photos/ --out runs/photos --batch-size 100
+    """
+    from dlkit.core.errors import UsageError
+
+    if data is not None and not data.exists():
+        raise UsageError(f"--data '{data}' does not exist")
+    if data is None and not download:
+        raise UsageError("give --data PATH (a .npz or an image folder) or --download to fetch the dataset with torchvision")
+    from dlkit.core.training import run_training
+    from dlkit.tasks.classifier.train import TrainConfig, train
+    from dlkit.vision.airbench import recipe_config
+
+    recipe_config("airbench", disable)  # a bad --disable fails before any data is read
+    cfg = TrainConfig(dataset=dataset, data=str(data) if data else None, download=download, out=str(out),
+                      preset=preset, disable=disable, epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
+                      test_subset=test_subset, max_time=max_time, save_dtype=save_dtype, seed=seed)
+
+    def render(result, report) -> None:
+        summary = (f"test accuracy {100 * result.test_accuracy:.2f}% (TTA level {result.tta}; "
+                   f"{100 * result.test_accuracy_no_tta:.2f}% without) on {result.test_images:,} images; "
+                   f"{result.epochs} epochs in {result.seconds / 60:.1f} min, {result.images_per_s:.0f} img/s")
+        report.trained(result.model, summary, **{k: v for k, v in vars(result).items() if k != "model"})
+
+    run_training(train, cfg, out=out, overwrite=overwrite, device=device, precision=precision, seed=seed,
+                 threads=threads, json_out=json_out, quiet=quiet, distributed=False, render=render)
