@@ -118,7 +118,7 @@ def test_read_only_out_folder_is_one_line(invoke, digits, tmp_path):
     ro.chmod(0o500)
     r = invoke("gan-sample", "-m", model, "-n", "2", "-o", ro / "sub")
     _one_line(r, 1)
-    assert "cannot create the output folder" in r.stderr
+    assert "cannot create output folder" in r.stderr
 
 
 def test_unwritable_out_is_one_line(invoke, digits, tmp_path):
@@ -126,7 +126,7 @@ def test_unwritable_out_is_one_line(invoke, digits, tmp_path):
     (tmp_path / "file").write_text("x")
     r = invoke("gan-sample", "-m", model, "-n", "2", "-o", tmp_path / "file" / "sub")  # a file where a folder goes
     _one_line(r, 1)
-    assert "cannot create the output folder" in r.stderr
+    assert "cannot create output folder" in r.stderr
 
 
 # ---------------------------------------------------------------- gan-train

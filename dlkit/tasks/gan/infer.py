@@ -104,17 +104,11 @@ def write_images(images, folder: str | os.PathLike, fmt: str = "png", n: int | N
     (:func:`iter_samples`), written as they come; ``n`` (the total) sets the width of the numbers. Existing
     files are refused unless ``overwrite`` (the output policy), before anything is written; with it, the
     earlier numbered samples are removed first."""
-    from dlkit.core.errors import OutputError
+    from dlkit.core.atomic import check_writable_dir
     from dlkit.core.io import guard_output
     from dlkit.vision.image import save_image
 
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the output folder '{folder}': {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"the output folder '{folder}' is not writable")
+    folder = check_writable_dir(folder)  # the one early check of an output folder
     total = n if n is not None else len(images)
     width = max(6, int(math.log10(max(1, total))) + 1)
     name = lambda i: folder / f"{i:0{width}d}.{fmt}"  # noqa: E731
