@@ -9,7 +9,7 @@ Measures, for one model and beam size:
 The folder is made of symbolic links to the first --n photos of --data (nothing is copied).
 
 Usage:
-  python benchmarks/caption_speed.py --model flickr8k-attention --data ../shared/data/flickr8k-1k/images --threads 2
+  python benchmarks/caption_speed.py --model flickr8k-attention --data ../shared/data/flickr8k/images --threads 2
 """
 
 from __future__ import annotations
@@ -25,19 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the dlkit command does, before torch loads
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dlkit.core.threads import openmp_wait_env  # noqa: E402
+
+os.environ.update(openmp_wait_env(os.environ))  # as the dlkit command does, before torch loads
 
 
 def _timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="flickr8k-attention")
-    ap.add_argument("--data", default="../shared/data/flickr8k-1k/images")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "flickr8k" / "images"))
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--beam", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)

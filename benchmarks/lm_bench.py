@@ -1,7 +1,8 @@
 """Language-model benchmarks (issue 2, section 7). Prints a Markdown table for benchmarks/RESULTS.md.
 
-  python benchmarks/lm_bench.py throughput [NANOGPT_DIR]  # nanoGPT's CPU config: dlkit's loop, and nanoGPT's
-                                                          # own train.py side by side when its checkout is given
+  python benchmarks/lm_bench.py throughput [NANOGPT_DIR] [--config cpu|baby] [--steps 200]
+      # `dlkit lm-train` as users run it against nanoGPT's own train.py (a checkout, e.g. .peers/nanoGPT) on Tiny
+      # Shakespeare: ms/step and the training losses at the same steps, both from one run
   python benchmarks/lm_bench.py sample         # lm-sample with and without the KV cache, 500 tokens
   python benchmarks/lm_bench.py rss            # peak RSS of lm-train on a 100 MB text file
 """
@@ -19,16 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def machine() -> str:
     import torch
 
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-NANOGPT_CPU = ["--device=cpu", "--compile=False", "--dtype=float32", "--eval_iters=1", "--eval_interval=100000",
-               "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128",
-               "--dropout=0.0", "--gradient_accumulation_steps=1", "--always_save_checkpoint=False"]
 
 
 def _dlkit_seconds(data: Path, out: str, steps: int) -> float:
@@ -44,11 +42,73 @@ def _dlkit_seconds(data: Path, out: str, steps: int) -> float:
     return time.perf_counter() - t
 
 
-def _nanogpt_ms(nanogpt: Path, text: str, steps: int, warm: int) -> float:
-    """Median ms/iter of nanoGPT's own train.py (run from its checkout, outside the project) on the same text."""
-    import pickle
-    import statistics
+CONFIGS = {  # name -> (dlkit lm-train flags, nanoGPT train.py flags, the label in the table)
+    "cpu": (["--preset", "small", "--dropout", "0", "--batch-size", "12"],
+            ["--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0"],
+            "nanoGPT CPU config (4L/4H/128, ctx 64, batch 12, dropout 0)"),
+    "baby": (["--preset", "large", "--batch-size", "8"],
+             ["--block_size=256", "--batch_size=8", "--n_layer=6", "--n_head=6", "--n_embd=384", "--dropout=0.2"],
+             "baby GPT (6L/6H/384, ctx 256, batch 8, dropout 0.2)"),
+}
+# the same recipe on both sides: lr 1e-3 -> 1e-4 cosine after 100 warmup steps, AdamW betas (0.9, 0.99), wd 0.1,
+# clip 1, fp32, no compile, no evaluation inside the timed steps
+NANOGPT_COMMON = ["--device=cpu", "--compile=False", "--dtype=float32", "--eval_iters=1", "--eval_interval=1000000",
+                  "--log_interval=1", "--gradient_accumulation_steps=1", "--always_save_checkpoint=False",
+                  "--learning_rate=1e-3", "--min_lr=1e-4", "--warmup_iters=100", "--beta2=0.99",
+                  "--weight_decay=0.1", "--grad_clip=1.0", "--decay_lr=True"]
+_OMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
+
+def _clean_env() -> dict:
+    """The environment a user has: no OpenMP settings of ours (each program applies its own defaults)."""
+    env = {k: v for k, v in os.environ.items() if k not in _OMP_KEYS}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _timed_lines(cmd: list, cwd: Path, parse) -> dict[int, tuple[float, float]]:
+    """Run ``cmd``; for every stdout line that ``parse`` turns into (step, loss), the arrival time and loss."""
+    seen = {}
+    with subprocess.Popen(cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, bufsize=1) as p:
+        for line in p.stdout:
+            hit = parse(line)
+            if hit:
+                seen[hit[0]] = (time.perf_counter(), hit[1])
+        err = p.stderr.read()
+    if p.returncode:
+        raise SystemExit(f"{cmd[:4]} failed ({p.returncode}): {err.strip().splitlines()[-1:]}")
+    return seen
+
+
+def _dlkit_line(line: str):
+    import json
+
+    if line.startswith("{") and '"event": "step"' in line:
+        e = json.loads(line)
+        return e["step"], e["loss"]
+    return None
+
+
+def _nanogpt_line(line: str):
+    if line.startswith("iter "):  # "iter K: loss X, time ..." is the loss before update K+1: dlkit's step K+1
+        return int(line.split()[1].rstrip(":")) + 1, float(line.split("loss ")[1].split(",")[0])
+    return None
+
+
+def run_dlkit(data: Path, out: str, config: str, steps: int) -> dict:
+    """``dlkit lm-train`` as a user runs it (the CLI with its OpenMP and thread defaults), step events timed."""
+    cmd = [sys.executable, "-m", "dlkit", "lm-train", "--data", str(data), "--out", out, *CONFIGS[config][0],
+           "--steps", str(steps), "--eval-every", "1000000", "--eval-iters", "1", "--sample-tokens", "0", "--json"]
+    return _timed_lines(cmd, ROOT, _dlkit_line)
+
+
+def run_nanogpt(nanogpt: Path, data: Path, config: str, steps: int) -> dict:
+    """nanoGPT's own train.py from its checkout on the same characters (its data format, written here)."""
+    import pickle
+
+    text = data.read_text()
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = np.array([stoi[c] for c in text], dtype=np.uint16)
@@ -61,41 +121,52 @@ def _nanogpt_ms(nanogpt: Path, text: str, steps: int, warm: int) -> float:
         pickle.dump({"vocab_size": len(chars)}, f)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "train.py", "--dataset=dlkit_bench", f"--out_dir={out}", f"--max_iters={steps}",
-               f"--lr_decay_iters={steps}", *NANOGPT_CPU]
-        log = subprocess.run(cmd, cwd=nanogpt, check=True, capture_output=True, text=True).stdout
-    times = [float(line.split("time ")[1].split("ms")[0]) for line in log.splitlines() if line.startswith("iter ")]
-    return statistics.median(times[warm:])
+               f"--lr_decay_iters={steps}", *NANOGPT_COMMON, *CONFIGS[config][1]]
+        return _timed_lines(cmd, nanogpt, _nanogpt_line)
 
 
-def throughput(steps: int = 60, warm: int = 10, nanogpt: str | None = None, repeats: int = 3) -> None:
-    """nanoGPT's CPU config (4 layers, 4 heads, d=128, context 64, batch 12, no dropout, no compile, fp32).
+def _ms_per_step(seen: dict, warm: int, steps: int) -> float:
+    return (seen[steps][0] - seen[warm][0]) / (steps - warm) * 1000
 
-    dlkit's ms/iter is (time of warm+steps steps - time of warm steps) / steps, so start-up, encoding and the
-    final save cancel out. With ``nanogpt`` (a checkout of karpathy/nanoGPT, e.g. an ignored ``.peers/nanoGPT``)
-    nanoGPT's own train.py runs on the same text in the same session and the ratio comes from this one run.
-    The two alternate ``repeats`` times and each side reports its median, so a burst of load elsewhere on
-    the machine hits both.
-    """
+
+def _mean_loss(seen: dict, lo: int, hi: int) -> float:
+    vals = [seen[s][1] for s in range(lo, hi + 1, 10) if s in seen]
+    return sum(vals) / len(vals)
+
+
+def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int = 200, warm: int = 10,
+               repeats: int = 3) -> None:
+    """Both trainers as users run them, alternating ``repeats`` times; each side's median ms/step over steps
+    ``warm``..``steps`` (from the arrival times of their per-step log lines: start-up, data preparation and the
+    final save do not count) and their training losses at the same steps (each step's batch loss; the batches
+    are drawn by each program's own RNG, so a few hundredths of a nat apart is noise)."""
     import statistics
 
-    from dlkit.tasks.lm.data import make_text
-
-    mine, theirs = [], []
+    mine, theirs, curves = [], [], []
+    print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as d:
-        text = make_text(500_000)
-        data = Path(d) / "text.txt"
-        data.write_text(text)
         for r in range(repeats):
-            short = _dlkit_seconds(data, f"{d}/a{r}", warm)
-            full = _dlkit_seconds(data, f"{d}/b{r}", warm + steps)
-            mine.append((full - short) / steps * 1000)
-            if nanogpt:
-                theirs.append(_nanogpt_ms(Path(nanogpt), text, warm + steps, warm))
+            a = run_dlkit(Path(data), f"{d}/run{r}", config, steps)
+            mine.append(_ms_per_step(a, warm, steps))
+            b = run_nanogpt(Path(nanogpt), Path(data), config, steps) if nanogpt else None
+            if b:
+                theirs.append(_ms_per_step(b, warm, steps))
+            curves.append((a, b))
+            print(f"  repeat {r}: dlkit {mine[-1]:.1f} ms/step" + (f", nanoGPT {theirs[-1]:.1f}" if b else "")
+                  + f" (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     ms = statistics.median(mine)
-    peer = statistics.median(theirs) if theirs else None
-    ratio = f"nanoGPT {peer:.1f} ms/iter -> **{peer / ms:.2f}x**" if peer else "nanoGPT not run (pass its checkout)"
-    print(f"| lm-train, nanoGPT CPU config (4L/4H/128, ctx 64, batch 12, fp32) | dlkit {ms:.1f} ms/iter, "
-          f"{12 * 64 / ms * 1000:,.0f} tokens/s | {ratio} | {machine()} |")
+    a, b = curves[0]
+    late = (max(warm, steps - 50), steps)
+    loss = f"loss steps {late[0]}-{late[1]}: dlkit {_mean_loss(a, *late):.3f}"
+    if b:
+        peer = statistics.median(theirs)
+        ratio = f"nanoGPT {peer:.1f} ms/step -> **{peer / ms:.2f}x**"
+        loss += f", nanoGPT {_mean_loss(b, *late):.3f}"
+        loss += "; at " + ", ".join(f"{s}: {a[s][1]:.2f}/{b[s][1]:.2f}" for s in range(50, steps + 1, 50) if s in a and s in b)
+    else:
+        ratio = "nanoGPT not run (pass its checkout)"
+    print(f"| lm-train via the CLI, {CONFIGS[config][2]}, {steps} steps | dlkit {ms:.1f} ms/step | {ratio} | {loss} | "
+          f"load {os.getloadavg()[0]:.2f} | {machine()} |", flush=True)
 
 
 def sample(n: int = 500, model: str | None = None) -> None:
@@ -143,10 +214,22 @@ def rss(mb: int = 100) -> None:
 
 
 if __name__ == "__main__":
-    what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what in ("throughput", "all"):
-        throughput(nanogpt=sys.argv[2] if what == "throughput" and len(sys.argv) > 2 else None)
-    if what in ("sample", "all"):
-        sample(model=sys.argv[2] if what == "sample" and len(sys.argv) > 2 else None)
-    if what in ("rss", "all"):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="?", default="all", choices=("throughput", "sample", "rss", "all"))
+    ap.add_argument("nanogpt", nargs="?", help="throughput: a checkout of karpathy/nanoGPT (e.g. .peers/nanoGPT); "
+                    "sample: a model file")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"),
+                    help="throughput: the training text (Tiny Shakespeare, as nanoGPT's shakespeare_char)")
+    ap.add_argument("--config", default="cpu", choices=tuple(CONFIGS))
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if args.what in ("throughput", "all"):
+        throughput(args.nanogpt if args.what == "throughput" else None, args.data, args.config, args.steps,
+                   repeats=args.repeats)
+    if args.what in ("sample", "all"):
+        sample(model=args.nanogpt if args.what == "sample" else None)
+    if args.what in ("rss", "all"):
         rss()

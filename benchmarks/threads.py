@@ -3,7 +3,8 @@
   python benchmarks/threads.py [--data ../shared/data] [--repeats 3]
 
 Each cell runs the workload in a fresh process with ``OMP_NUM_THREADS`` (and torch's thread count) set and
-OpenMP's wait policy ACTIVE (idle threads spin) or PASSIVE (they sleep), which dlkit sets unless the user did. "busy"
+OpenMP's wait policy ACTIVE (idle threads spin), PASSIVE (they sleep) or dlkit's default (a bounded spin, see
+dlkit/core/threads.py). "busy"
 means one other process keeps one core fully loaded (a single-threaded matmul loop) during the measurement.
 Prints a Markdown table of seconds (median of --repeats) for benchmarks/RESULTS.md, with the load average.
 """
@@ -23,7 +24,7 @@ CONFIGS = [  # (label, threads, OMP_WAIT_POLICY)
     ("1 thread", 1, "PASSIVE"),
     ("2 threads, ACTIVE wait (spin)", 2, "ACTIVE"),
     ("2 threads, PASSIVE wait", 2, "PASSIVE"),
-    ("dlkit's default (idle cores, PASSIVE)", None, "PASSIVE"),
+    ("dlkit's default (idle cores, bounded spin)", None, None),
 ]
 BUSY = "import torch\ntorch.set_num_threads(1)\na = torch.randn(384, 384)\nwhile True:\n    a = (a @ a).tanh()\n"
 
@@ -79,7 +80,15 @@ def measure(work: str, threads: int | None, wait: str, data: str) -> float:
         env.pop(k, None)
         if threads:
             env[k] = str(threads)
-    env["OMP_WAIT_POLICY"] = wait  # set explicitly, so dlkit's own default (PASSIVE) does not apply
+    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+        env.pop(k, None)
+    if wait:
+        env["OMP_WAIT_POLICY"] = wait  # set explicitly, so dlkit's own default (a bounded spin) does not apply
+    else:  # dlkit's default, also for the workloads that call dlkit in-process rather than through its CLI
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from dlkit.core.threads import openmp_wait_env
+
+        env.update(openmp_wait_env(env))
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, __file__, "_child", work, data, tmp], env=env, check=True,
                              capture_output=True, text=True).stdout

@@ -1,9 +1,5 @@
-import os
-
-# Before anything can load torch: passive OpenMP waiting (see dlkit/cli.py for why).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from dlkit.cli import main  # noqa: E402
+# dlkit.cli sets the OpenMP wait defaults before anything can load torch (see dlkit.core.threads).
+from dlkit.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,11 @@ import os
 import sys
 from typing import Annotated, Optional
 
-# OpenMP threads that wait passively: with the default spin-waiting, a second busy process on this
-# 2-core machine made 2 torch threads 20-40x slower than 1. Must be set before torch (libgomp) loads,
-# which no import below does. An explicit OMP_WAIT_POLICY from the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that spin briefly, then sleep (why and how long: dlkit.core.threads). Must be set before
+# torch (libgomp) loads, which no import above or below does. The user's own OMP_WAIT_POLICY/GOMP_SPINCOUNT win.
+from dlkit.core.threads import openmp_wait_env  # noqa: E402
+
+os.environ.update(openmp_wait_env(os.environ))
 
 import typer  # noqa: E402
 from typer.core import TyperGroup

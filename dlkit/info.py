@@ -30,20 +30,9 @@ CPU_WHEEL = "pip install torch torchvision --index-url https://download.pytorch.
 
 def cpu_bf16() -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): there ``--precision bf16`` pays off."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    try:  # no /proc (macOS, Windows): ask torch's dispatcher
-        import torch
+    from dlkit.core.runtime import cpu_bf16 as native
 
-        return "AMX" in torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001 - best effort only
-        return False
+    return native()
 
 
 def doctor_report() -> dict:

@@ -266,3 +266,45 @@ def test_a_refusal_is_one_line_per_rank(tmp_path):
     rc, err = run.finish()
     assert rc != 0 and err.count("wgan-gp") >= 2, err[-4000:]
     _no_crash(err)
+
+
+def test_classifier_train_sigint_to_one_rank_then_resume_on_time(tmp_path):
+    """classifier-train's schedule ends annealed on --max-time (it follows steps or time, whichever is further),
+    so a run stopped on time is complete; a run stopped by SIGINT to one rank is not: both ranks exit, rank 0 has
+    saved the state of the last finished epoch once, and ``--resume --max-time`` trains on from it, the rest of
+    the schedule spread over its time, until both ranks stop together on the agreed clock."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 16)):
+        for k, name in enumerate(("red", "blue")):
+            (tmp_path / "img" / split / name).mkdir(parents=True)
+            for i in range(n // 2):
+                a = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
+                a[..., 2 * k] += 140
+                Image.fromarray(a).save(tmp_path / "img" / split / name / f"{i}.png")
+    out = tmp_path / "run"
+    args = ["classifier-train", "--data", str(tmp_path / "img"), "--batch-size", "4", "--epochs", "100000",
+            "--out", str(out)]
+
+    run = _Launch(args)  # 8 steps an epoch per rank; the lookahead average starts in epoch 4
+    assert run.stepped.wait(TIMEOUT), "classifier-train never reported an epoch"
+    workers = _workers(run.p)
+    assert sorted(workers) == [0, 1], workers
+    os.kill(workers[1], signal.SIGINT)
+    rc, err = run.finish()
+    assert rc != 0 and err.count("continue with --resume") == 2, err[-4000:]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values())
+    _no_crash(err)
+    first = load_state(out / "model.state.pt", "classifier-train")
+    assert first["step"] == 8 * first["epoch"] and first["epoch"] >= 2 and first["p"] < 0.01
+    assert [f.name for f in out.iterdir() if ".tmp" in f.name] == []
+    assert not (out / "model.safetensors").exists()
+
+    rc, err = _Launch(args + ["--resume", "--max-time", MAX_TIME]).finish()
+    assert rc == 0, err[-4000:]
+    assert "resuming at epoch" in err and "--max-time reached" in err, err[-4000:]
+    _no_crash(err)
+    second = load_state(out / "model.state.pt", "classifier-train")
+    assert second["step"] > first["step"] and second["p"] >= 1.0, err[-4000:]
+    assert (out / "model.safetensors").exists()

@@ -130,14 +130,39 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
 
 
-def resolve_precision(spec: str, device: torch.device) -> str:
-    """'auto' means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+# --precision auto on a CPU, per model family: bf16 autocast where benchmarks/cpu_speed.py measured it faster than
+# fp32 (table in benchmarks/RESULTS.md) AND the family's quality metric was checked not to drop under it, on CPUs
+# that compute bf16 natively (AVX512-BF16 or AMX, what `dlkit doctor` reports; elsewhere bf16 is emulated and slow).
+# Empty until those quality checks are done; the small GPT gains nothing from bf16 and must stay out.
+CPU_AUTO_BF16: frozenset[str] = frozenset()
+
+
+def cpu_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): there ``--precision bf16`` can pay off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    try:  # no /proc (macOS, Windows): ask torch's dispatcher
+        return "AMX" in torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - best effort only
+        return False
+
+
+def resolve_precision(spec: str, device: torch.device, family: str | None = None, native_bf16=cpu_bf16) -> str:
+    """'auto' means bf16 on GPUs that support it, fp16 on other GPUs; on a CPU, bf16 for the model ``family``
+    (``"gan"``, ``"superres"``...) when it is in :data:`CPU_AUTO_BF16` and the CPU has native bf16, else fp32."""
     spec = (spec or "auto").lower()
     if spec not in PRECISIONS:
         raise UsageError(f"--precision {spec}: expected one of {', '.join(PRECISIONS)}")
     if spec == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and family in CPU_AUTO_BF16 and native_bf16():
+            return "bf16"
         return "fp32"
     if spec == "fp16" and device.type == "cpu":
         raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
@@ -202,13 +227,14 @@ def check_seed(seed: int) -> None:
 
 
 def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,
-                 threads: int | None = None) -> Runtime:
-    """Resolve device and precision once, seed every RNG, join DDP when launched by torchrun."""
+                 threads: int | None = None, family: str | None = None) -> Runtime:
+    """Resolve device and precision once (``family``: what 'auto' means on a CPU, see resolve_precision), seed
+    every RNG, join DDP when launched by torchrun."""
     check_seed(seed)
     set_threads(threads)
     rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
     dev = resolve_device(device, local_rank)
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(precision, dev, family)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

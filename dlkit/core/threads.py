@@ -11,6 +11,18 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Mapping
+
+# OpenMP's wait between parallel regions, set before torch loads its OpenMP runtime (dlkit/cli.py). torch's
+# Linux wheels ship GNU libgomp: after a region its threads spin GOMP_SPINCOUNT times, then sleep. Measured on a
+# 2-core machine (benchmarks/omp_policy.py, table in benchmarks/RESULTS.md), a GPT training step (nanoGPT's CPU
+# config, 2 threads) took, idle: PASSIVE (no spin) 78 ms, 1,000 spins 63 ms, 10,000 55 ms, ACTIVE 41 ms; beside a
+# second torch training: PASSIVE 84 ms, 1,000 spins 98 ms, 10,000 256 ms, libgomp's default (300,000) and ACTIVE
+# 2.4 s. No setting keeps both; 1,000 spins takes a good part of the idle gain and never costs much under load.
+# KMP_BLOCKTIME (ms) is the same knob for Intel's libiomp (other builds of torch).
+SPIN_COUNT = "1000"
+BLOCKTIME_MS = "1"
+WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def available_cores() -> int:
@@ -68,3 +80,11 @@ def choose_threads(requested: int | None, warn=None) -> int | None:
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     return default_threads()
+
+
+def openmp_wait_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The OpenMP wait settings to add to ``environ`` before torch loads: none when the user chose any of
+    OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME (theirs win), else a bounded spin."""
+    if any(environ.get(k) for k in WAIT_KEYS):
+        return {}
+    return {"GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": BLOCKTIME_MS}

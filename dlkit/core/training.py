@@ -56,8 +56,10 @@ def run_training(
     quiet: bool = False,
     distributed: bool = True,
     render: Callable[[R, Reporter], None] | None = None,
+    family: str | None = None,
 ) -> R:
-    """Run ``train(cfg, rt, report, stop)`` under the policies above and return its result."""
+    """Run ``train(cfg, rt, report, stop)`` under the policies above and return its result (``family``: the
+    model family that ``--precision auto`` looks up on a CPU, see core.runtime.resolve_precision)."""
     from dlkit.core.runtime import make_runtime, shutdown
 
     # Every rank checks --out before the process group forms in make_runtime; rank 0 can only write run
@@ -67,7 +69,7 @@ def run_training(
         report = Reporter(quiet=quiet, json_mode=json_out)
         stop = StopSignal()
         report.on_stdout_closed = lambda: stop.request(None)
-        rt = make_runtime(device, precision, seed, distributed=distributed, threads=threads)
+        rt = make_runtime(device, precision, seed, distributed=distributed, threads=threads, family=family)
         try:
             with catch_signals(stop):
                 result = train(cfg, rt, report, stop)

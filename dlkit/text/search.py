@@ -129,35 +129,18 @@ def beam_search(model, enc: dict, max_lens: torch.Tensor, beam: int = 5, n_best:
         if need_attention and w is not None:
             step_w = w.float()[:, None]  # (n*K, 1, S)
             attn = step_w if attn is None else torch.cat([attn, step_w], 1)
-        # finish EOS expansions ranked among the first K; each row keeps its K best finished
-        for r, j in torch.nonzero(is_eos[:, :K] & torch.isfinite(top_s[:, :K])).tolist():
-            row = r * K + int(top_beam[r, j])
-            toks = tokens[row].tolist()
-            s = float(top_s[r, j])
-            a = attn[row, : len(toks)].cpu() if attn is not None and toks else None
-            hyps = finished[int(active[r])]
-            hyps.append(Hypothesis(toks, s / length_penalty(len(toks) + 1, alpha), s, a))
-            hyps.sort(key=lambda h: -h.score)
-            del hyps[K:]
+        _finish(finished, active, top_s, top_beam, is_eos, tokens, attn, K, alpha)
         # keep the first K non-EOS expansions live
-        live_s = top_s.masked_fill(is_eos, float("-inf"))
-        keep_s, keep_j = live_s.topk(K, dim=1)  # (n, K)
-        keep_beam = top_beam.gather(1, keep_j)
-        keep_tok = top_tok.gather(1, keep_j)
+        scores, keep_beam, keep_tok = _live(top_s, top_beam, top_tok, is_eos, K)
         rows = (torch.arange(n, device=dev)[:, None] * K + keep_beam).flatten()
         tokens = torch.cat([tokens.index_select(0, rows), keep_tok.flatten()[:, None]], 1)
         if attn is not None:
             attn = attn.index_select(0, rows)
         state = _select(state, rows)
-        scores = keep_s
         y = keep_tok.flatten()
         t += 1
-        # a row is done when K hypotheses finished and no live one can still beat the worst of them
-        best_live = (scores[:, 0] / length_penalty(t + 1, alpha)).tolist()
-        still = torch.tensor([len(finished[b]) < K or best_live[r] > finished[b][-1].score
-                              for r, b in enumerate(active.tolist())], device=dev)
-        still &= torch.isfinite(scores).any(1)
-        if not bool(still.all()):
+        still = _open_rows(finished, active, scores, t, K, alpha)
+        if not bool(still.all()):  # drop the rows that are done, with their K beams
             keep_rows = torch.nonzero(still).flatten()
             flat = (keep_rows[:, None] * K + torch.arange(K, device=dev)).flatten()
             active, scores = active[keep_rows], scores[keep_rows]
@@ -170,6 +153,36 @@ def beam_search(model, enc: dict, max_lens: torch.Tensor, beam: int = 5, n_best:
         hyps.sort(key=lambda h: -h.score)
         out.append(hyps[:n_best] or [Hypothesis([], float("-inf"), float("-inf"))])
     return out
+
+
+def _finish(finished: list[list[Hypothesis]], active: torch.Tensor, top_s: torch.Tensor, top_beam: torch.Tensor,
+            is_eos: torch.Tensor, tokens: torch.Tensor, attn: torch.Tensor | None, K: int, alpha: float) -> None:
+    """Finish the EOS expansions ranked among the first K of each row's top 2K; each row keeps its K best."""
+    for r, j in torch.nonzero(is_eos[:, :K] & torch.isfinite(top_s[:, :K])).tolist():
+        row = r * K + int(top_beam[r, j])
+        toks = tokens[row].tolist()
+        s = float(top_s[r, j])
+        a = attn[row, : len(toks)].cpu() if attn is not None and toks else None
+        hyps = finished[int(active[r])]
+        hyps.append(Hypothesis(toks, s / length_penalty(len(toks) + 1, alpha), s, a))
+        hyps.sort(key=lambda h: -h.score)
+        del hyps[K:]
+
+
+def _live(top_s: torch.Tensor, top_beam: torch.Tensor, top_tok: torch.Tensor, is_eos: torch.Tensor, K: int):
+    """The first K non-EOS expansions of each row: their scores, the beams they extend and their tokens, (n, K)."""
+    keep_s, keep_j = top_s.masked_fill(is_eos, float("-inf")).topk(K, dim=1)
+    return keep_s, top_beam.gather(1, keep_j), top_tok.gather(1, keep_j)
+
+
+def _open_rows(finished: list[list[Hypothesis]], active: torch.Tensor, scores: torch.Tensor, t: int, K: int,
+               alpha: float) -> torch.Tensor:
+    """(n,) bool: rows still open. A row is done when K hypotheses finished and no live one can still beat the
+    worst of them, or when no live beam is left."""
+    best_live = (scores[:, 0] / length_penalty(t + 1, alpha)).tolist()
+    still = torch.tensor([len(finished[b]) < K or best_live[r] > finished[b][-1].score
+                          for r, b in enumerate(active.tolist())], device=scores.device)
+    return still & torch.isfinite(scores).any(1)
 
 
 def decode(model, enc: dict, max_lens: torch.Tensor, beam: int = 1, n_best: int = 1, alpha: float = 0.6,

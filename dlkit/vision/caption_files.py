@@ -3,7 +3,8 @@
 Formats users have (``format="auto"`` tells them apart by name and content):
 
 * ``csv`` / ``tsv``: a header ``image,caption`` (or tab-separated), one caption per row, several rows per image
-  (the shared ``flickr8k-1k/captions.txt``). Images are looked up beside the file, then in ``images/``.
+  (e.g. Flickr8k as ``captions.csv`` + ``images/``). Images are looked up beside the file, then in ``images/``;
+  split lists ``splits/{train,dev,test}.txt`` beside it (one file name per line) are used when present.
 * ``flickr8k``: ``Flickr8k.token.txt`` lines ``<file>#<n>\\t<caption>`` with an image folder and optional
   split files (``Flickr_8k.trainImages.txt``...: one file name per line).
 * ``karpathy``: Karpathy's split JSON (``dataset_flickr8k.json``, ``dataset_coco.json``): ``images`` with
@@ -102,6 +103,7 @@ def _load(path: Path, images, format: str, splits) -> CaptionData:
         raise DataError(f"image folder '{image_dir}' does not exist")
     if fmt in ("csv", "tsv"):
         data = read_csv(path, image_dir, delimiter="\t" if fmt == "tsv" else ",")
+        data = _apply_split_files(data, splits if splits is not None else _split_folder(path))
     elif fmt == "flickr8k":
         data = read_flickr8k(path, image_dir, splits)
     elif fmt == "karpathy":
@@ -241,6 +243,11 @@ def read_flickr8k(path: Path, image_dir: Path | None = None,
             cand = path.parent / f"Flickr_8k.{stem}Images.txt"
             if cand.is_file():
                 split_files[split] = cand
+    return _apply_split_files(data, split_files)
+
+
+def _apply_split_files(data: CaptionData, split_files: dict[str, str | os.PathLike]) -> CaptionData:
+    """``data.splits`` from lists of image file names (one per line); names not in ``data`` are ignored."""
     index = {p.name: i for i, p in enumerate(data.images)}
     for split, f in split_files.items():
         f = Path(f)
@@ -249,6 +256,18 @@ def read_flickr8k(path: Path, image_dir: Path | None = None,
         names = [n.strip() for n in _open_text(f) if n.strip()]
         data.splits[split] = [index[n] for n in names if n in index]
     return data
+
+
+def _split_folder(path: Path) -> dict[str, Path]:
+    """``splits/{train,dev,test}.txt`` beside a CSV/TSV caption file (``dev`` or ``val`` is the validation list)."""
+    found = {}
+    for split, stems in (("train", ("train",)), ("val", ("dev", "val")), ("test", ("test",))):
+        for stem in stems:
+            cand = path.parent / "splits" / f"{stem}.txt"
+            if cand.is_file():
+                found[split] = cand
+                break
+    return found
 
 
 def read_karpathy(path: Path, image_dir: Path | None = None) -> CaptionData:

@@ -65,6 +65,16 @@ def test_cyclic_lr_and_collapse_rule():
     assert not collapsed([EpochCheck(4, 0.4, 0.97, 0.9, 0.1, 1.0)], None, 0.2)  # no good epoch yet
 
 
+def test_pgd_step_follows_the_step_count():
+    from dlkit.tasks.adversarial.recipe import resolve
+
+    madry = resolve(AdvTrainConfig(dataset="mnist", method="pgd"), channels=1)
+    assert (madry.eps, madry.steps, madry.step_size) == (0.3, 40, 0.01)  # Madry et al.'s MNIST setting
+    fewer = resolve(AdvTrainConfig(dataset="mnist", method="pgd", steps=10), channels=1)
+    assert fewer.step_size == pytest.approx(2.5 * 0.3 / 10)  # 10 steps of 0.01 would not cross the eps box
+    assert resolve(AdvTrainConfig(dataset="mnist", method="pgd", steps=10, step_size=0.02), channels=1).step_size == 0.02
+
+
 def test_config_refuses_what_cannot_work():
     from dlkit.core.errors import UsageError
 
@@ -111,6 +121,20 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     again = adv_train(cfg, make_runtime("cpu", "fp32", 0, distributed=False, threads=1), Reporter(quiet=True))
     a, b = load_classifier(whole.model).state_dict(), load_classifier(again.model).state_dict()
     assert again.epochs == 2 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_starts_from_a_classifier_file_of_the_same_network(data, tmp_path):
+    from dlkit.core.errors import UsageError
+
+    base = train(data, tmp_path / "base", method="none", eps=0.1, epochs=2, subset=256)
+    kw = dict(method="pgd", eps=0.1, steps=2, epochs=1, subset=256, lr=1e-9)  # a step that moves almost nothing
+    tuned = train(data, tmp_path / "tuned", init=base.model, **kw)
+    fresh = train(data, tmp_path / "fresh", **kw)
+    a, b, c = (load_classifier(r.model).state_dict() for r in (base, tuned, fresh))
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-2) for k in a)
+    with pytest.raises(UsageError, match="--init .*match --arch and --width"):
+        train(data, tmp_path / "other", init=base.model, width=8, **kw)
 
 
 # ------------------------------------------------------------------ CLI

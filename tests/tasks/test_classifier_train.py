@@ -78,3 +78,88 @@ def test_bad_input_is_one_line(invoke, folder, tmp_path, args, match):
 def test_missing_data_is_one_line(invoke, tmp_path):
     res = invoke("classifier-train", "--data", tmp_path / "nope.npz", "--out", tmp_path / "o")
     assert res.exit_code != 0 and "does not exist" in res.stderr and res.stdout == ""
+
+
+# ------------------------------------------------------------------ --resume
+def _cfg(folder, out, **kw):
+    from dlkit.tasks.classifier.train import TrainConfig
+
+    return TrainConfig(**{**dict(data=str(folder), out=str(out), batch_size=16, epochs=6, save_dtype="fp32"), **kw})
+
+
+def _rt():
+    from dlkit.core.runtime import make_runtime
+
+    return make_runtime("cpu", "fp32", 0, distributed=False, threads=1)
+
+
+def test_interrupted_and_resumed_training_equals_uninterrupted(folder, tmp_path, one_thread):
+    """Ctrl-C in epoch 5 (3 steps an epoch: steps 13-15), after the whitening bias froze (epoch 3) and the
+    lookahead average started (step 10): the resumed run restarts epoch 5 from the saved end of epoch 4 and
+    ends with the weights, the lookahead average and the schedule of a run never interrupted."""
+    from conftest import StopAt
+    from dlkit.core.errors import Interrupted
+    from dlkit.core.report import Reporter
+    from dlkit.core.state import load_state
+    from dlkit.tasks.classifier.train import train
+
+    whole = train(_cfg(folder, tmp_path / "whole"), _rt(), Reporter(quiet=True))
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupted, match="continue with --resume"):
+        train(_cfg(folder, cut), _rt(), Reporter(quiet=True), StopAt(14))
+    saved = load_state(cut / "model.state.pt", "classifier-train")
+    assert (saved["epoch"], saved["step"]) == (4, 12) and saved["lookahead"] is not None
+    assert not (cut / "model.safetensors").exists()
+    again = train(_cfg(folder, cut, resume=True), _rt(), Reporter(quiet=True))
+    assert (again.epochs, again.steps) == (whole.epochs, whole.steps) == (6, 18)
+    a, b = load_state(tmp_path / "whole" / "model.state.pt"), load_state(cut / "model.state.pt")
+    assert a["p"] == b["p"] == 1.0
+    for part in ("model", "lookahead"):
+        differ = [k for k in a[part] if not torch.equal(a[part][k], b[part][k])]
+        assert differ == [], f"{part}: {len(differ)} of {len(a[part])} tensors differ"
+    assert again.test_accuracy_no_tta == whole.test_accuracy_no_tta
+
+
+def test_resume_continues_the_schedule_with_more_epochs(folder, tmp_path, one_thread):
+    """A run cut short by Ctrl-C and resumed with a longer --epochs spreads the rest of its schedule over the
+    new remaining steps: it trains on to the new end instead of starting the schedule again."""
+    from conftest import StopAt
+    from dlkit.core.errors import Interrupted
+    from dlkit.core.report import Reporter
+    from dlkit.core.state import load_state
+    from dlkit.tasks.classifier.train import train
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(_cfg(folder, out, epochs=4), _rt(), Reporter(quiet=True), StopAt(8))  # saved: end of epoch 2
+    p0 = load_state(out / "model.state.pt")["p"]
+    assert p0 == pytest.approx(6 / 12)
+    res = train(_cfg(folder, out, epochs=8, resume=True), _rt(), Reporter(quiet=True))
+    assert (res.epochs, res.steps) == (8, 24)
+    assert load_state(out / "model.state.pt")["p"] == pytest.approx(1.0)
+
+
+def test_resume_refusals_are_one_line(invoke, folder, tmp_path):
+    from dlkit.core.state import save_state
+
+    out = tmp_path / "o"
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--resume")
+    assert res.exit_code == 2 and res.stdout == "" and "Traceback" not in res.stderr
+    assert "--resume: there is no saved training state in" in res.stderr and "(no model.state.pt)" in res.stderr
+    save_state(out / "model.state.pt", {"config": {}, "step": 3}, task="adv-train")
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--resume", "--batch-size", "16")
+    assert res.exit_code != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "saved by a 'adv-train' run; a 'classifier-train' run cannot resume it" in res.stderr
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--resume", "--overwrite")
+    assert res.exit_code == 2 and "--resume and --overwrite exclude each other" in res.stderr
+
+
+def test_resume_with_other_shape_settings_is_refused(invoke, folder, tmp_path, one_thread):
+    out = tmp_path / "o"
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--batch-size", "16", "--epochs", "1",
+                 "--threads", "1")
+    assert res.exit_code == 0, res.stderr
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--batch-size", "8", "--resume")
+    assert res.exit_code == 2 and "--batch-size 8 (the run used 16)" in res.stderr, res.stderr
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--batch-size", "16", "--threads", "1")
+    assert res.exit_code != 0 and "add --resume to continue it" in res.stderr  # a run there: never clobbered

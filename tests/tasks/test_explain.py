@@ -13,7 +13,8 @@ from PIL import Image
 from dlkit.tasks.explain.data import fit_photo, resolve_target, to_photo_grid
 from dlkit.tasks.explain.methods import METHODS, Explainer, MethodConfig, parse_methods
 from dlkit.tasks.explain.sanity import cascading_randomisation, depths
-from dlkit.tasks.explain.scores import auc, curves, faithfulness, gaussian_map, random_map
+from dlkit.tasks.explain.scores import (auc, baseline_images, blur, coarse_random_map, curves, faithfulness,
+                                        gaussian_map, mean_colour, random_map, ranking)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIDE = 16
@@ -104,6 +105,82 @@ def test_auc_and_reference_maps():
     assert g.shape == (9, 7) and int(g.argmax()) == 4 * 7 + 3
     assert torch.equal(random_map(4, 4, 1), random_map(4, 4, 1))
     assert not torch.equal(random_map(4, 4, 1), random_map(4, 4, 2))
+    coarse = coarse_random_map(28, 42, grid=7, seed=1)
+    assert coarse.shape == (28, 42) and torch.equal(coarse, coarse_random_map(28, 42, grid=7, seed=1))
+    fine = random_map(28, 42, 1)
+    step = lambda m: float((m[:, 1:] - m[:, :-1]).abs().mean())  # noqa: E731
+    assert step(coarse) < step(fine) / 4  # neighbours nearly agree: blobs, not speckle
+
+
+class Recorder(nn.Module):
+    """Logits from the mean brightness of the left half; keeps the (normalised) images it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        left = x[..., : SIDE // 2].mean(dim=(1, 2, 3))
+        return torch.stack([4 * left, torch.zeros_like(left)], 1)
+
+
+def test_rise_deletes_to_what_the_normalisation_maps_to_zero():
+    from dlkit.vision.classifier import Classifier
+
+    net = Recorder()
+    clf = Classifier(net, arch="toy", classes=["a", "b"], input_size=(3, SIDE, SIDE), mean=(0.2, 0.4, 0.6),
+                     std=(0.5, 0.5, 0.5)).eval()
+    x = image()[0]
+    assert torch.allclose(mean_colour(clf, x).flatten(), torch.tensor([0.2, 0.4, 0.6]))
+    cv = curves(clf, x, random_map(SIDE, SIDE), 0, "rise", steps=4, batch=8)
+    assert len(cv.deletion) == len(cv.insertion) == 5
+    gone, start = net.seen[0][-1], net.seen[1][0]  # all deleted / nothing inserted yet (normalised)
+    assert float(gone.abs().max()) < 1e-6  # Petsiuk et al.'s zeros of the normalised tensor: the mean colour
+    assert torch.allclose(start, clf.normalize(blur(x[None]))[0], atol=1e-6)  # insertion starts from the blur
+    black, _ = baseline_images(x[None], "zero")
+    assert float(black.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_images(x[None], "grey")
+
+
+class Detail(nn.Module):
+    """Class 0 from the fine detail of the left half (mean |horizontal difference|): blurring it away, not only
+    blackening it, must lower the class; the right half is never looked at."""
+
+    side = 32  # RISE's blur, scaled to the image, needs some pixels to remove the detail of noise
+
+    def forward(self, x):
+        d = (x[..., 1:] - x[..., :-1]).abs()[..., : self.side // 2 - 1].mean(dim=(1, 2, 3))  # noise 0.34, blurred 0.09
+        return torch.stack([20 * (d - 0.2), torch.zeros_like(d)], 1)
+
+
+@pytest.mark.parametrize("baseline", ["blur", "mean", "rise"])
+def test_deletion_of_the_known_map_beats_its_mirror(baseline):
+    model, side = Detail().eval(), Detail.side
+    x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(2))  # noise: p(class 0) about 0.94
+    half = torch.cat([torch.ones(side, side // 2), torch.zeros(side, side // 2)], 1)  # the true map: left half
+    true = curves(model, x, half, 0, baseline, steps=16, batch=8)
+    mirror = curves(model, x, 1 - half, 0, baseline, steps=16, batch=8)
+    assert true.deletion[0] > 0.8 and mirror.deletion[8] > 0.8  # deleting the unseen half changes nothing
+    assert true.deletion[8] < 0.2  # the left half blurred (or flattened) away: the class is gone
+    assert true.deletion_auc < mirror.deletion_auc - 0.2
+    assert true.insertion_auc > mirror.insertion_auc + 0.2
+
+
+def test_ties_are_ordered_by_the_signed_evidence(left):
+    order = ranking(torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0.0, -1.0, 2.0, 0.5]))
+    assert order.tolist() == [0, 2, 3, 1]  # the plateau: most evidence first, counter-evidence last
+    assert ranking(torch.tensor([1.0, 0.0, 0.0, 0.0])).tolist() == [0, 1, 2, 3]  # no tie-break: row-major
+    ex = Explainer(left, (3, SIDE, SIDE), FAST)
+    for method in ("integrated-gradients", "gradcam"):
+        m, evidence = ex.attribute_with_evidence(image(), 0, method)
+        assert torch.equal(m, ex.attribute(image(), 0, method)) and evidence.shape == m.shape
+        assert bool((m == 0).any())  # a clipped plateau (the unseen right half at least)
+        ranked = m[0].reshape(-1)[ranking(m[0], evidence[0])]
+        assert bool((ranked[1:] <= ranked[:-1]).all())  # the tie-break never reorders unequal pixels
+    m, evidence = ex.attribute_with_evidence(image(), 0, "integrated-gradients")
+    assert torch.equal(m, evidence.clamp_min(0))  # the map is the positive part of its evidence
 
 
 class Plain(nn.Module):

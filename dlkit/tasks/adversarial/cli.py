@@ -27,7 +27,7 @@ def adv_attack(
     image: Annotated[Optional[Path], typer.Argument(help="The image to attack (or use --dataset / --data).",
                                                     show_default=False)] = None,
     model: Annotated[Optional[list[str]], _opt("--model", "-m", help="Classifier: a bundled name (mnist-cnn, "
-                     f"cifar10-airbench), a classifier .safetensors file, {IMAGENET}, or torchvision:NAME with local "
+                     f"mnist-robust, cifar10-airbench), a classifier .safetensors file, {IMAGENET}, or torchvision:NAME with local "
                      f"weights. Default: {IMAGENET} for an image, the dataset's bundled model for a dataset. Dataset "
                      "mode takes it more than once: the models side by side.")] = None,
     method: Annotated[str, _opt("--method", help=f"Attack(s), comma-separated: {', '.join(METHODS)}.", panel=_ATTACK)] = "fgsm",
@@ -175,7 +175,7 @@ def adv_train(
     attack_steps: Annotated[Optional[int], _opt("--attack-steps", min=1, max=1000, panel=_TRAIN,
                             help="pgd iterations (default: mnist 40, cifar10 7).")] = None,
     step_size: Annotated[Optional[str], _opt("--step-size", panel=_TRAIN, help="Attack step, in eps units (default: "
-                         "pgd mnist 0.01, cifar10 2/255, or 2.5 eps/steps with --eps; fgsm-rs 1.25 eps).")] = None,
+                         "pgd mnist 0.01, cifar10 2/255, or 2.5 eps/steps with --eps or --attack-steps; fgsm-rs 1.25 eps).")] = None,
     eps_warmup: Annotated[int, _opt("--eps-warmup", min=0, max=1000, panel=_TRAIN,
                           help="Epochs over which eps rises linearly from 0.")] = 0,
     overfit_check: Annotated[bool, _opt("--overfit-check/--no-overfit-check", panel=_TRAIN,
@@ -196,6 +196,8 @@ def adv_train(
     test_subset: Annotated[Optional[int], _opt("--test-subset", min=1, help="Test on N random test images.")] = None,
     eval_images: Annotated[int, _opt("--eval-images", min=0, max=100_000, help="Test images attacked with PGD-20 at "
                            "the end (0: none).")] = 1000,
+    init: Annotated[Optional[Path], _opt("--init", panel=_TRAIN, help="Start from the weights of this classifier "
+                    "file (same --arch and --width), e.g. to fine-tune a fast FGSM model with PGD.")] = None,
     out: Out = Path("runs/adv-train"),
     max_time: MaxTime = None,
     save_dtype: SaveDtype = "fp32",
@@ -235,7 +237,7 @@ def adv_train(
         arch=arch, width=width, epochs=epochs, batch_size=batch_size or 128, optimizer=optimizer, lr=lr,
         weight_decay=weight_decay,
         subset=subset, test_subset=test_subset, overfit_check=overfit_check, eval_n=eval_images, max_time=max_time,
-        seed=seed, resume=resume, out=str(out), save_dtype=save_dtype)
+        seed=seed, resume=resume, out=str(out), save_dtype=save_dtype, init=str(init) if init else None)
     from dlkit.core.training import run_training
     from dlkit.tasks.adversarial.render import render_training
     from dlkit.tasks.adversarial.train import adv_train as train

@@ -63,6 +63,7 @@ class AdvTrainConfig:
     resume: bool = False
     out: str = "runs/adv-train"
     save_dtype: str = "fp32"
+    init: Optional[str] = None  # a classifier file (same arch and width) whose weights the run starts from
 
     def __post_init__(self):
         self.validate()
@@ -105,8 +106,10 @@ def resolve(cfg: AdvTrainConfig, channels: int) -> AdvTrainConfig:
     eps = cfg.eps if cfg.eps is not None else d["eps"]
     if cfg.method == "pgd":
         steps = cfg.steps or d["pgd_steps"]
+        # Madry et al.'s own step for their eps and step count, else theirs as a rule: 2.5 eps / steps (a fixed
+        # 0.01 with 10 steps would not leave a third of the eps box)
         step = cfg.step_size if cfg.step_size is not None else (
-            d["pgd_step"] if cfg.eps is None else 2.5 * eps / steps)  # Madry et al.: 2.5 eps / steps
+            d["pgd_step"] if cfg.eps is None and steps == d["pgd_steps"] else 2.5 * eps / steps)
     else:
         steps = 1
         step = cfg.step_size if cfg.step_size is not None else (1.25 * eps if cfg.method == "fgsm-rs" else eps)

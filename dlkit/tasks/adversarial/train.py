@@ -203,6 +203,8 @@ def _start(cfg: AdvTrainConfig, rt: Runtime, report: Reporter, train) -> _Run:
     run = _Run(cfg, rt, report, model, _optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed + 7919),
                {"epoch": 0, "step": 0, "history": [], "seconds": 0.0, "good": None})
     if state is None:
+        if cfg.init:
+            _load_init(model, cfg)
         run.save()
         return run
     model.load_state_dict(state["model"])
@@ -255,6 +257,21 @@ def _build(cfg: AdvTrainConfig, train) -> Classifier:
     net = build_classifier(cfg.arch, c, len(train.classes), h, **dict(kwargs))
     return Classifier(net, arch=cfg.arch, classes=train.classes, input_size=train.shape, mean=cfg.mean, std=cfg.std,
                       arch_kwargs=kwargs)
+
+
+def _load_init(model: Classifier, cfg: AdvTrainConfig) -> None:
+    """``--init``: start from the weights of a classifier file of the same network (e.g. fine-tune a fast FGSM
+    model with PGD); the optimiser, the schedule and the data order start afresh."""
+    from dlkit.core.errors import UsageError
+    from dlkit.vision.classifier import load_classifier
+
+    src = load_classifier(cfg.init)
+    if src.arch != model.arch or src.arch_kwargs != model.arch_kwargs or src.input_size != model.input_size \
+            or list(src.classes) != list(model.classes):
+        raise UsageError(f"--init {cfg.init}: a {src.arch} {src.arch_kwargs or ''} for {len(src.classes)} classes of "
+                         f"{tuple(src.input_size)}; this run trains a {model.arch} {model.arch_kwargs or ''} for "
+                         f"{len(model.classes)} classes of {tuple(model.input_size)} (match --arch and --width)")
+    model.load_state_dict(src.state_dict())
 
 
 def _optimizer(model: Classifier, cfg: AdvTrainConfig) -> torch.optim.Optimizer:

@@ -42,6 +42,9 @@ def caption_train(
                                       panel="Encoder")] = 1e-4,
     image_size: Annotated[Optional[int], opt("--image-size", min=16, help="Encoder input side (default: the encoder's).",
                                               panel="Encoder")] = None,
+    resize: Annotated[str, opt("--resize", choices=("squash", "crop", "pad"), help="How a photo that is not square "
+                               "becomes the encoder's square input: squash it, crop its centre, or pad it (stored in "
+                               "the model; `caption` uses it).", panel="Encoder")] = "squash",
     feature_cache: Annotated[Optional[Path], opt("--feature-cache", help="Folder for cached image features "
                                                   "(default: $DLKIT_HOME/cache/caption-features).", panel="Encoder")] = None,
     no_feature_cache: Annotated[bool, opt("--no-feature-cache", help="Keep features in memory only.", panel="Encoder")] = False,
@@ -58,6 +61,8 @@ def caption_train(
     clip: Annotated[float, opt("--clip", min=0.0, help="Gradient-norm clipping (0: off).", panel="Training")] = 5.0,
     attention_reg: Annotated[float, opt("--attention-reg", min=0.0, help="Doubly stochastic regularisation weight "
                                          "(attention).", panel="Training")] = 1.0,
+    label_smoothing: Annotated[float, opt("--label-smoothing", min=0.0, max=0.5, help="Label smoothing of the "
+                                           "word cross-entropy (0: off).", panel="Training")] = 0.0,
     patience: Annotated[int, opt("--patience", min=1, help="Stop after N epochs without a better validation CIDEr-D.",
                                   panel="Training")] = 6,
     val_beam: Annotated[int, opt("--val-beam", min=1, help="Beam size for the validation captions.", panel="Training")] = 3,
@@ -87,7 +92,7 @@ def caption_train(
 
     Examples:
 
-      dlkit caption-train --data flickr8k-1k/captions.txt --val-images 50 --test-images 100 --out runs/cap
+      dlkit caption-train --data flickr8k/captions.csv --feature-cache runs/cap/features --out runs/cap
 
       dlkit caption-train --data Flickr8k.token.txt --images Flicker8k_Dataset --arch nic --out runs/nic
 
@@ -107,9 +112,9 @@ def caption_train(
         data=str(data), images=str(images) if images else None, format=format, out=str(out), arch=arch,
         preset=preset, embed=embed, hidden=hidden, dropout=dropout, encoder=encoder, pretrained=pretrained,
         encoder_weights=str(encoder_weights) if encoder_weights else None, finetune_encoder=finetune_encoder,
-        encoder_lr=encoder_lr, image_size=image_size, min_count=min_count, max_len=max_len, val_images=val_images,
+        encoder_lr=encoder_lr, image_size=image_size, resize=resize, min_count=min_count, max_len=max_len, val_images=val_images,
         test_images=test_images, epochs=epochs, batch_size=batch_size, lr=lr, min_lr=lr / 10, clip=clip,
-        alpha_c=attention_reg, patience=patience, val_beam=val_beam,
+        alpha_c=attention_reg, label_smoothing=label_smoothing, patience=patience, val_beam=val_beam,
         pretrain_text=str(pretrain_text) if pretrain_text else None, pretrain_epochs=pretrain_epochs,
         pretrain_batch_size=pretrain_batch_size,
         on_missing=on_missing, feature_cache="" if no_feature_cache else (str(feature_cache) if feature_cache else None),
@@ -143,6 +148,8 @@ def caption(
     no_repeat: Annotated[int, opt("--no-repeat-ngram", min=0, help="Never repeat an n-gram of this size in a "
                                    "caption (0: off; stops 'a red jacket is wearing a red jacket ...').")] = 3,
     batch_size: Annotated[int, opt("--batch-size", min=1, help="Images per forward pass.")] = 16,
+    resize: Annotated[Optional[str], opt("--resize", choices=("squash", "crop", "pad"), help="How a photo that is "
+                                         "not square becomes the encoder's input (default: the model's).")] = None,
     attention_plot: Annotated[Optional[Path], opt("--attention-plot", help="Write Xu et al.'s figure (each word's "
                                                    "attention) per image into this folder (attention models).")] = None,
     overwrite: Overwrite = False,
@@ -170,7 +177,7 @@ def caption(
     from dlkit.tasks.caption.infer import DecodeSettings
 
     settings = DecodeSettings(beam=1 if greedy else beam, n_best=n_best, alpha=alpha, no_repeat=no_repeat,
-                              batch_size=batch_size, plot_dir=str(attention_plot) if attention_plot else None,
+                              batch_size=batch_size, resize=resize, plot_dir=str(attention_plot) if attention_plot else None,
                               overwrite=overwrite)
 
     from dlkit.core.io import results

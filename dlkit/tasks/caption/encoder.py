@@ -34,6 +34,7 @@ class EncoderSpec:
     mean: tuple = (127.0 / 255.0,) * 3
     std: tuple = (128.0 / 255.0,) * 3
     stored: bool = False  # the encoder's weights are in the model file ("encoder.*")
+    resize: str = "squash"  # how a photo becomes size x size: squash | crop (centre) | pad (see features.py)
 
     def to_meta(self) -> dict:
         d = asdict(self)
@@ -49,6 +50,7 @@ class EncoderSpec:
 
 MAX_IMAGE_SIZE = 1024  # encoder input side: activations grow with its square (1024 px: ~20x those at 224)
 MAX_CHANNELS = 8192
+RESIZES = ("squash", "crop", "pad")
 
 
 def check_spec(spec: EncoderSpec, where: str | None = None) -> None:
@@ -68,6 +70,8 @@ def check_spec(spec: EncoderSpec, where: str | None = None) -> None:
         v = getattr(spec, key)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise bad(f"{key} {str(v)[:30]} is outside {lo}..{hi}")
+    if spec.resize not in RESIZES:
+        raise bad(f"resize {str(spec.resize)[:30]!r} is not one of {', '.join(RESIZES)}")
     for key in ("mean", "std"):
         v = getattr(spec, key)
         if (not isinstance(v, (tuple, list)) or len(v) != 3

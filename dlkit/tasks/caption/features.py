@@ -18,22 +18,42 @@ from dlkit.core.errors import DlkitError
 from dlkit.tasks.caption.encoder import EncoderSpec, feature_map
 
 
-def preprocess(img, size: int, mean, std) -> torch.Tensor:
-    """A PIL RGB image -> normalised float (3, size, size): the whole image squashed (nothing cropped away)."""
+def preprocess(img, size: int, mean, std, resize: str = "squash") -> torch.Tensor:
+    """A PIL RGB image -> normalised float (3, size, size).
+
+    ``squash``: the whole image resized to size x size, aspect ratio not kept (how Flickr8k's copies were made);
+    ``crop``: the short side resized to ``size``, the centre square kept; ``pad``: the long side resized to
+    ``size``, the rest filled with the normalisation mean (zero features' input). Square images give the
+    same pixels with all three."""
     import numpy as np
     from PIL import Image
 
-    img = img.convert("RGB").resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    img = img.convert("RGB")
+    w, h = img.size
+    if resize == "squash" or w == h:
+        img = img.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    else:
+        k = size / (min(w, h) if resize == "crop" else max(w, h))
+        nw, nh = max(1, round(w * k)), max(1, round(h * k))
+        img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+        if resize == "crop":
+            left, top = (nw - size) // 2, (nh - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+        else:
+            canvas = Image.new("RGB", (size, size), tuple(round(m * 255) for m in mean))
+            canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+            img = canvas
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def load_pixels(path: Path, spec: EncoderSpec, max_pixels: int | None = None) -> torch.Tensor:
-    """One image file -> normalised (3, S, S); bad files raise the image decoder's one-line error."""
+    """One image file -> normalised (3, S, S) as ``spec.resize`` says; bad files raise the image decoder's
+    one-line error."""
     from dlkit.vision.image import DEFAULT_MAX_PIXELS, open_image
 
     img = open_image(path, "RGB", max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-    return preprocess(img, spec.size, spec.mean, spec.std)
+    return preprocess(img, spec.size, spec.mean, spec.std, spec.resize)
 
 
 def cache_key(spec: EncoderSpec, paths: list[Path], pooled: bool) -> str:

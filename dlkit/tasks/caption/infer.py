@@ -7,7 +7,7 @@ weights (``encoder.*``). The bundled EfficientNet-Lite0 weights come from their 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -116,7 +116,7 @@ def model_meta(mcfg: CaptionConfig, spec: EncoderSpec, vocab: Vocab, scores: dic
         "config": asdict(mcfg),
         "encoder": spec.to_meta(),
         "vocab": vocab.to_meta(),
-        "preprocess": {"size": spec.size, "resize": "squash (whole image, bicubic)", "mean": list(spec.mean),
+        "preprocess": {"size": spec.size, "resize": f"{spec.resize} (bicubic)", "mean": list(spec.mean),
                        "std": list(spec.std), "tokenize": "lower-case, \\w+('\\w+)? words, punctuation dropped"},
         "training": {"data": data.get("data"), "epochs": epoch, "seconds": round(seconds, 1), "split": data,
                      "recipe": recipe},
@@ -194,6 +194,7 @@ class DecodeSettings:
     alpha: float = 0.0
     no_repeat: int = 3
     batch_size: int = 16
+    resize: str | None = None  # squash | crop | pad; None: the model's own (its encoder entry)
     plot_dir: str | None = None
     max_pixels: int | None = None
     overwrite: bool = False  # replace existing attention figures (never an input photo)
@@ -215,6 +216,7 @@ def caption_files(cap: Captioner, paths: list[str], rt, report, settings: Decode
     from dlkit.tasks.caption.features import load_pixels
 
     ds = settings or DecodeSettings()
+    spec = replace(cap.spec, resize=ds.resize) if ds.resize else cap.spec
     total = BatchOutcome(what="images")
     need_attention = ds.plot_dir is not None
     figures = _figure_paths(paths, ds.plot_dir, ds.overwrite) if need_attention else {}
@@ -224,7 +226,7 @@ def caption_files(cap: Captioner, paths: list[str], rt, report, settings: Decode
     with bar as update:
         for i in range(0, len(paths), ds.batch_size):
             chunk = paths[i : i + ds.batch_size]
-            loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), cap.spec, ds.max_pixels)), report,
+            loaded = run_each(chunk, lambda p: (p, load_pixels(Path(p), spec, ds.max_pixels)), report,
                               what="images")
             total.total += loaded.total
             total.failed += loaded.failed

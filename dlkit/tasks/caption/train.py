@@ -47,6 +47,7 @@ class TrainConfig:
     finetune_encoder: bool = False
     encoder_lr: float = 1e-4
     image_size: int | None = None
+    resize: str = "squash"  # squash | crop | pad: how photos of other shapes become square (features.preprocess)
     min_count: int = 5
     max_len: int = 25
     val_images: float = 0.1  # count (>= 1) or fraction of the images, when the file has no splits
@@ -57,6 +58,7 @@ class TrainConfig:
     min_lr: float = 4e-5
     clip: float = 5.0
     alpha_c: float = 1.0  # doubly stochastic regularisation (attention)
+    label_smoothing: float = 0.0
     patience: int = 6  # epochs without a better validation CIDEr-D before stopping
     val_beam: int = 3
     pretrain_text: str | None = None
@@ -157,6 +159,7 @@ def _encoder(cfg: TrainConfig, report: Reporter):
     """(spec, encoder, whether it is trained). Its weights go into the model file unless it is the packaged
     EfficientNet-Lite0, frozen."""
     spec = encoder_spec(cfg.encoder, cfg.pretrained, cfg.image_size)
+    spec.resize = cfg.resize
     scratch = not spec.pretrained and not cfg.encoder_weights
     trains = cfg.finetune_encoder or scratch
     spec.stored = trains or spec.name != "efficientnet-lite0" or bool(cfg.encoder_weights)
@@ -256,7 +259,7 @@ class _Loop:
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
             logits, alphas = self.model(inputs, x)
-        loss, ce = caption_loss(logits, y, alphas, self.cfg.alpha_c)
+        loss, ce = caption_loss(logits, y, alphas, self.cfg.alpha_c, self.cfg.label_smoothing)
         optimizer_step(loss, self.optimizer, rt.scaler, clip=self.cfg.clip)
         return loss.detach(), ce.detach()
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import (BatchSize, Data, Device, Download, Json, Lr, MaxTime, Out, Overwrite, Precision, Quiet,
-                                SaveDtype, Seed, Threads, opt)
+from dlkit.core.options import (BatchSize, Data, Device, Download, Json, MaxTime, Out, Overwrite, Precision, Quiet,
+                                Resume, SaveDtype, Seed, Threads, opt)
 
 app = typer.Typer()
 
@@ -37,6 +36,7 @@ def classifier_train(
     subset: Annotated[Optional[int], opt("--subset", min=1, help="Train on N random training images.")] = None,
     test_subset: Annotated[Optional[int], opt("--test-subset", min=1, help="Test on N random test images.")] = None,
     max_time: MaxTime = None,
+    resume: Resume = False,
     save_dtype: SaveDtype = "fp16",
     overwrite: Overwrite = False,
     device: Device = "auto",
@@ -50,7 +50,9 @@ def classifier_train(
 
     The schedule follows steps or, with --max-time, wall time, whichever is further along, so a run on a
     busy machine still ends annealed. The test accuracy (with and without test-time augmentation) goes into
-    the model file; `dlkit adv-attack --model OUT/model.safetensors` reads it.
+    the model file; `dlkit adv-attack --model OUT/model.safetensors` reads it. Ctrl-C saves the state
+    (the epoch restarts); --resume continues the schedule where it stopped. Under torchrun each process
+    trains on its share of the data, --batch-size images a step.
 
     Examples:
 
@@ -59,6 +61,8 @@ def classifier_train(
       dlkit classifier-train --data cifar10_jpeg.npz --out runs/no-lookahead --epochs 4 --disable lookahead
 
       dlkit classifier-train --data photos/ --out runs/photos --batch-size 100
+
+      dlkit classifier-train --data cifar10_jpeg.npz --out runs/cifar --resume --max-time 30
     """
     from dlkit.core.errors import UsageError
 
@@ -73,7 +77,8 @@ def classifier_train(
     recipe_config("airbench", disable)  # a bad --disable fails before any data is read
     cfg = TrainConfig(dataset=dataset, data=str(data) if data else None, download=download, out=str(out),
                       preset=preset, disable=disable, epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
-                      test_subset=test_subset, max_time=max_time, save_dtype=save_dtype, seed=seed)
+                      test_subset=test_subset, max_time=max_time, save_dtype=save_dtype, seed=seed,
+                      resume=resume)
 
     def render(result, report) -> None:
         summary = (f"test accuracy {100 * result.test_accuracy:.2f}% (TTA level {result.tta}; "
@@ -81,5 +86,5 @@ def classifier_train(
                    f"{result.epochs} epochs in {result.seconds / 60:.1f} min, {result.images_per_s:.0f} img/s")
         report.trained(result.model, summary, **{k: v for k, v in vars(result).items() if k != "model"})
 
-    run_training(train, cfg, out=out, overwrite=overwrite, device=device, precision=precision, seed=seed,
-                 threads=threads, json_out=json_out, quiet=quiet, distributed=False, render=render)
+    run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render)

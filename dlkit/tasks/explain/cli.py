@@ -36,9 +36,10 @@ def explain(
                                              "in the input image's pixel grid.")] = None,
     scores: Annotated[bool, _opt("--scores", help="Deletion and insertion AUC of each map beside a random and a "
                                  "centred-Gaussian map (Petsiuk et al. 2018).", panel=_SCORES)] = False,
-    baseline: Annotated[str, _opt("--baseline", choices=("rise", "zero", "blur"), panel=_SCORES,
-                                  help="--scores: rise deletes to black and inserts into a blurred copy "
-                                  "(Petsiuk et al.); zero and blur use one for both.")] = "rise",
+    baseline: Annotated[str, _opt("--baseline", choices=("rise", "mean", "zero", "blur"), panel=_SCORES,
+                                  help="--scores: rise deletes to the model's mean colour and inserts into a "
+                                  "blurred copy (Petsiuk et al.); mean, zero (black) and blur use one for both.")]
+    = "rise",
     auc_steps: Annotated[int, _opt("--auc-steps", min=2, max=1000, help="Steps of the deletion/insertion curves.",
                                    panel=_SCORES)] = 50,
     sanity: Annotated[bool, _opt("--sanity", help="Model-randomisation check (Adebayo et al. 2018): rank correlation "

@@ -33,7 +33,7 @@ class ExplainJob:
     figure: str | None = None  # a file (one image) or a folder (one <stem>.png per image)
     save_map: str | None = None  # folder for <stem>.<method>.npy, (H, W) in the photo's grid
     scores: bool = False  # deletion / insertion AUC beside the random and Gaussian maps
-    baseline: str = "rise"  # deletion to black, insertion from a blurred copy (Petsiuk et al.)
+    baseline: str = "rise"  # deletion to the model's mean colour, insertion from a blurred copy (Petsiuk et al.)
     auc_steps: int = 50
     sanity: bool = False
     adversarial: "AdversarialConfig | None" = None
@@ -157,10 +157,10 @@ def explain_one(explainer: Explainer, path: str, job: ExplainJob, rt, target: in
     t = int(probs.argmax()) if target is None else target
     chosen = {"label": clf.classes[t], "index": t, "prob": round(float(probs[t]), 4),
               "predicted": target is None or t == int(probs.argmax())}
-    maps = {m: explainer.attribute(x, t, m, job.seed)[0] for m in job.methods}
+    maps, evidence = _maps(explainer, x, t, job)
     out = Explanation(path, top, chosen, maps)
     if job.scores:
-        out.scores = _scores(clf, x[0], maps, t, job)
+        out.scores = _scores(clf, x[0], maps, t, job, evidence)
     if job.sanity:
         from dlkit.tasks.explain.sanity import cascading_randomisation
 
@@ -175,10 +175,17 @@ def explain_one(explainer: Explainer, path: str, job: ExplainJob, rt, target: in
     return out
 
 
-def _scores(clf, x: torch.Tensor, maps: dict, target: int, job: ExplainJob) -> dict:
+def _maps(explainer: Explainer, x: torch.Tensor, t: int, job: ExplainJob) -> tuple[dict, dict]:
+    """({method: (h, w) map}, {method: (h, w) signed evidence, which breaks the map's ties in the scores})."""
+    pairs = {m: explainer.attribute_with_evidence(x, t, m, job.seed) for m in job.methods}
+    return {m: p[0][0] for m, p in pairs.items()}, {m: p[1][0] for m, p in pairs.items()}
+
+
+def _scores(clf, x: torch.Tensor, maps: dict, target: int, job: ExplainJob, evidence: dict) -> dict:
     from dlkit.tasks.explain.scores import faithfulness
 
-    return faithfulness(clf, x, maps, target, job.baseline, job.auc_steps, job.method.batch, job.seed)
+    return faithfulness(clf, x, maps, target, job.baseline, job.auc_steps, job.method.batch, job.seed,
+                        tie_breaks=evidence)
 
 
 def _adversarial(explainer: Explainer, x: torch.Tensor, t: int, job: ExplainJob, adv_target: int | None):
@@ -195,12 +202,12 @@ def _adversarial(explainer: Explainer, x: torch.Tensor, t: int, job: ExplainJob,
     adv = adv.detach().mul(255).round().div(255)  # what an 8-bit file would hold
     top, probs = predictions(clf, adv, clf.classes, job.top_k)
     a = int(probs.argmax())
-    maps = {m: explainer.attribute(adv, a, m, job.seed)[0] for m in job.methods}
+    maps, evidence = _maps(explainer, adv, a, job)
     info = {"attack": cfg.attack, "eps": round(cfg.eps, 6), "top": top,
             "target": {"label": clf.classes[a], "index": a, "prob": round(float(probs[a]), 4)},
             "linf": round(float((adv - x).abs().max()), 6)}
     if job.scores:
-        info["scores"] = _scores(clf, adv[0], maps, a, job)
+        info["scores"] = _scores(clf, adv[0], maps, a, job, evidence)
     return info, (adv[0], maps)
 
 

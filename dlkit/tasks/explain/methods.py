@@ -140,13 +140,22 @@ class Explainer:
 
     def attribute(self, x: torch.Tensor, target, method: str, seed: int = 0) -> torch.Tensor:
         """Maps (B, H, W) >= 0 (float32, on ``x``'s device) of ``method`` for class ``target`` (int or (B,))."""
+        return self.attribute_with_evidence(x, target, method, seed)[0]
+
+    def attribute_with_evidence(self, x: torch.Tensor, target, method: str, seed: int = 0
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(map, evidence), both (B, H, W): the map of :meth:`attribute` and the signed evidence it was clipped
+        from (see :func:`signed_map`), which orders the map's equal pixels when they are ranked."""
         import warnings
 
         with warnings.catch_warnings():  # Captum warns on every call that it sets and removes hooks
             warnings.simplefilter("ignore", UserWarning)
-            return reduce_map(self._attribute(x, target, method, seed).detach(), method)
+            attr, signed = self._attribute(x, target, method, seed)
+        attr = attr.detach()
+        return reduce_map(attr, method), (signed_map(attr, method) if signed is None else signed.detach()[:, 0])
 
-    def _attribute(self, x: torch.Tensor, target, method: str, seed: int) -> torch.Tensor:
+    def _attribute(self, x: torch.Tensor, target, method: str, seed: int):
+        """(attribution (B, C, H, W), signed Grad-CAM (B, 1, H, W) or None for the other methods)."""
         import captum.attr as ca
 
         x = x.detach().clone().requires_grad_(True)
@@ -161,9 +170,11 @@ class Explainer:
         elif method == "integrated-gradients":
             attr = ca.IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target,
                                                           n_steps=cfg.ig_steps, internal_batch_size=cfg.batch)
-        elif method == "gradcam":
-            cam = ca.LayerGradCam(model, self.layer()).attribute(x, target=target, relu_attributions=True)
-            attr = ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")  # (B, 1, H, W)
+        elif method == "gradcam":  # Selvaraju et al.: ReLU on the coarse map, then upsampling; the signed map too
+            cam = ca.LayerGradCam(model, self.layer()).attribute(x, target=target, relu_attributions=False)
+            size = tuple(x.shape[-2:])
+            signed = ca.LayerAttribution.interpolate(cam.detach(), size, "bilinear")  # (B, 1, H, W)
+            return ca.LayerAttribution.interpolate(cam.clamp_min(0), size, "bilinear"), signed
         elif method == "occlusion":
             c, side = x.shape[1], min(x.shape[-2:])
             k = cfg.occlusion_window or max(2, round(side / 7))
@@ -174,7 +185,7 @@ class Explainer:
             attr = ca.GuidedBackprop(self.guided()).attribute(x, target=target)
         else:
             raise UsageError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        return attr
+        return attr, None
 
 
 def reduce_map(attr: torch.Tensor, method: str) -> torch.Tensor:
@@ -183,3 +194,11 @@ def reduce_map(attr: torch.Tensor, method: str) -> torch.Tensor:
     if method in ("integrated-gradients", "occlusion", "gradcam"):
         return attr.sum(1).clamp_min(0)
     return attr.abs().amax(1)
+
+
+def signed_map(attr: torch.Tensor, method: str) -> torch.Tensor:
+    """(B, C, H, W) attribution -> (B, H, W) signed evidence for the methods whose map is its positive part
+    (summed over channels: negative where the pixels count against the class); the map itself for the others."""
+    if method in ("integrated-gradients", "occlusion", "gradcam"):
+        return attr.float().sum(1)
+    return reduce_map(attr, method)

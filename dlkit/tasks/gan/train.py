@@ -263,6 +263,49 @@ def check_size(mcfg: GANConfig) -> None:
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     """Play the game for ``steps`` iterations (or ``epochs``); see the module docstring."""
     stop = stop or StopSignal()
+    cfg, mcfg, data, outs, state = _setup(cfg, rt, report)
+    game = Game(cfg, mcfg, data, rt, state)
+    total, sample_every = _plan(cfg, data, game.batches.per_epoch)
+    history = list(state["history"]) if state else []
+    elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
+    seconds = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
+    _banner(cfg, mcfg, data, rt, report, game, total)
+    # inside an iteration's D updates (one process only: under DDP every rank must make the same updates)
+    cut_short = None if rt.distributed else (
+        lambda: stop.requested or bool(cfg.max_time and time.monotonic() - t0 > cfg.max_time))
+    monitor = _Monitor(cfg, rt, report, outs, history)
+    reason = None
+    game.gen.train()
+    game.disc.train()
+    with report.progress(total, "gan-train", start=game.step) as update:
+        while game.step < total and reason is None:
+            it = game.step + 1
+            log = it % cfg.log_every == 0 or it == total
+            monitor.add(game.iteration(want_norm=log, should_stop=cut_short))
+            if log:
+                row = monitor.log(it, game)
+                update(cfg.log_every if it % cfg.log_every == 0 else it % cfg.log_every,
+                       loss_d=row["loss_d"], loss_g=row["loss_g"], d_real=row["d_real"], d_fake=row["d_fake"])
+            if it % sample_every == 0 or it == total:
+                outs.sample(game, history)
+                outs.save(game, history, seconds(), monitor.healthy)
+            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=it)  # this run's time only
+    if reason == "interrupted":
+        save_and_interrupt(rt, lambda: outs.save(game, history, seconds(), monitor.healthy, write_model=False),
+                           f"at iteration {game.step}", outs.state_file)
+    if reason == "max-time":
+        report.info(f"gan-train: --max-time reached after iteration {game.step}")
+    rt.barrier()  # rank 0's last save is done before any rank asks whether the model file exists
+    if game.step % sample_every != 0 and game.step != total or not outs.model_path.exists():
+        outs.sample(game, history)
+        outs.save(game, history, seconds(), monitor.healthy)
+    rt.barrier()
+    return TrainResult(str(outs.model_path), game.step, game.d_updates, game.g_updates, seconds(), outs.metrics,
+                       monitor.warned, outs.samples)
+
+
+def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
+    """Checked options, the data, the resolved configs, the run folder and (with --resume) the saved state."""
     check_options(cfg)
     if cfg.image_size and cfg.arch != "mlp" and cfg.image_size not in DCGAN_SIZES:
         raise UsageError(f"--image-size {cfg.image_size}: dcgan makes {'/'.join(map(str, DCGAN_SIZES))} px images "
@@ -277,65 +320,51 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     if cfg.resume:
         state = resume_state(outs.state_file, TASK, required=("generator", "discriminator", "step", "config"),
                              config=asdict(cfg), shape_keys=SHAPE_KEYS + ("loss",))
-    game = Game(cfg, mcfg, data, rt, state)
-    total, sample_every = _plan(cfg, data, game.batches.per_epoch)
-    history = list(state["history"]) if state else []
-    elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
-    seconds = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
+    return cfg, mcfg, data, outs, state
+
+
+def _banner(cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, report: Reporter, game: Game,
+            total: int) -> None:
     n_g, n_d = num_params(game.gen), num_params(game.disc)
     what = data.name if data.is_toy else f"{data.name}: {len(data)} images {'x'.join(map(str, data.shape))}"
     report.start("gan-train", f"{mcfg.arch} G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters, {cfg.loss} loss, "
                  f"k={cfg.d_steps} D / {cfg.g_steps} G steps, batch {cfg.batch_size}, {what}", rt, game.step,
                  unit="iteration", task=TASK, arch=mcfg.arch, loss=cfg.loss, d_steps=cfg.d_steps, g_steps=cfg.g_steps,
                  g_params=n_g, d_params=n_d, steps=total)
-    # inside an iteration's D updates (one process only: under DDP every rank must make the same updates)
-    cut_short = None if rt.distributed else (
-        lambda: stop.requested or bool(cfg.max_time and time.monotonic() - t0 > cfg.max_time))
-    sums: dict[str, torch.Tensor] = {}
-    count, stretch, healthy, warned = 0, 0, True, []
-    reason = None
-    game.gen.train()
-    game.disc.train()
-    with report.progress(total, "gan-train", start=game.step) as update:
-        while game.step < total and reason is None:
-            it = game.step + 1
-            log = it % cfg.log_every == 0 or it == total
-            for k, v in game.iteration(want_norm=log, should_stop=cut_short).items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            if log:
-                row = {k: round(rt.all_reduce_mean(float(v) / (1 if k == "g_grad_norm" else count)), 5)
-                       for k, v in sums.items()}
-                sums, count = {}, 0
-                check_finite(row["loss_d"] + row["loss_g"], it, keep=str(outs.model_path) if outs.model_path.exists() else None)
-                row = {"step": it, "epoch": round(game.real_used / game.batches.per_epoch, 3) if game.batches.per_epoch else None, **row}
-                history.append(row)
-                outs.log(row)
-                report.event("step", **row)
-                stretch = stretch + cfg.log_every if (cfg.loss != "wgan-gp" and row["loss_d"] < 0.05) else 0
-                if stretch >= cfg.collapse_steps and healthy:
-                    healthy = False
-                    msg = (f"the discriminator loss has been near 0 for {stretch} iterations (iteration {it}): the game has "
-                           f"likely collapsed; {outs.model_path} keeps the last good model")
-                    report.warn(msg)
-                    warned.append(msg)
-                elif stretch == 0 and not healthy:
-                    healthy = True
-                update(cfg.log_every if it % cfg.log_every == 0 else it % cfg.log_every,
-                       loss_d=row["loss_d"], loss_g=row["loss_g"], d_real=row["d_real"], d_fake=row["d_fake"])
-            if it % sample_every == 0 or it == total:
-                outs.sample(game, history)
-                outs.save(game, history, seconds(), healthy)
-            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=it)  # this run's time only
-    if reason == "interrupted":
-        save_and_interrupt(rt, lambda: outs.save(game, history, seconds(), healthy, write_model=False),
-                           f"at iteration {game.step}", outs.state_file)
-    if reason == "max-time":
-        report.info(f"gan-train: --max-time reached after iteration {game.step}")
-    rt.barrier()  # rank 0's last save is done before any rank asks whether the model file exists
-    if game.step % sample_every != 0 and game.step != total or not outs.model_path.exists():
-        outs.sample(game, history)
-        outs.save(game, history, seconds(), healthy)
-    rt.barrier()
-    return TrainResult(str(outs.model_path), game.step, game.d_updates, game.g_updates, seconds(), outs.metrics,
-                       warned, outs.samples)
+
+
+class _Monitor:
+    """The logging window: the iterations' losses summed until a log line, then averaged over the ranks, written
+    to metrics.jsonl and reported; and the collapse check (the discriminator loss near 0 for ``collapse_steps``
+    iterations: a warning, and the model file keeps the last good weights until the game recovers)."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, report: Reporter, outs: _Outputs, history: list):
+        self.cfg, self.rt, self.report, self.outs, self.history = cfg, rt, report, outs, history
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.stretch, self.healthy, self.warned = 0, 0, True, []
+
+    def add(self, values: dict) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def log(self, it: int, game: Game) -> dict:
+        cfg, outs = self.cfg, self.outs
+        row = {k: round(self.rt.all_reduce_mean(float(v) / (1 if k == "g_grad_norm" else self.count)), 5)
+               for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        check_finite(row["loss_d"] + row["loss_g"], it, keep=str(outs.model_path) if outs.model_path.exists() else None)
+        row = {"step": it, "epoch": round(game.real_used / game.batches.per_epoch, 3) if game.batches.per_epoch else None, **row}
+        self.history.append(row)
+        outs.log(row)
+        self.report.event("step", **row)
+        self.stretch = self.stretch + cfg.log_every if (cfg.loss != "wgan-gp" and row["loss_d"] < 0.05) else 0
+        if self.stretch >= cfg.collapse_steps and self.healthy:
+            self.healthy = False
+            msg = (f"the discriminator loss has been near 0 for {self.stretch} iterations (iteration {it}): the game has "
+                   f"likely collapsed; {outs.model_path} keeps the last good model")
+            self.report.warn(msg)
+            self.warned.append(msg)
+        elif self.stretch == 0 and not self.healthy:
+            self.healthy = True
+        return row

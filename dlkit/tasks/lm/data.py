@@ -137,8 +137,9 @@ class Corpus:
 
     def batch(self, split: str, offsets: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         data = self.train if split == "train" else self.val
-        rows = np.stack([data[i : i + block_size + 1] for i in offsets.tolist()]).astype(np.int64)
-        t = torch.from_numpy(rows)
+        # one fancy-indexing gather of all B windows (no Python loop over the batch): (B, T+1)
+        idx = offsets.numpy().astype(np.int64)[:, None] + np.arange(block_size + 1)
+        t = torch.from_numpy(data[idx].astype(np.int64))
         return t[:, :-1].contiguous(), t[:, 1:].contiguous()  # x, y: (B, T)
 
 

@@ -147,54 +147,22 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     report.start("lm-train", f"{params / 1e6:.2f}M parameters, vocab {mcfg.vocab_size}, {len(corpus.train):,} train / "
                  f"{len(corpus.val):,} val tokens", rt, start, task=TASK, params=params, vocab=mcfg.vocab_size,
                  steps=cfg.steps)
-
     kept = {"weights": None, "meta": None}  # the best model (a CPU copy) and its metadata, for finalize()
-
-    def save(step: int, val: float | None = None, best_val: float | None = None, final: bool = False) -> None:
-        """The state always; the model too when ``val`` is a new best (at the final evaluation finalize()
-        writes it, with its exact loss). ``best_val`` as of this step. Called on every rank."""
-        rng = rng_state(rt)  # every rank's (a collective)
-        if not rt.is_main:
-            return
-        if val is not None:
-            kept["weights"] = _cpu_copy(unwrap(model).state_dict())
-            kept["meta"] = model_meta(cfg, mcfg, corpus, step, val, elapsed + time.monotonic() - t0)
-            if not final:
-                save_model(model_path, kept["weights"], kept["meta"],
-                           dtype=cfg.save_dtype)
-        save_state(state_file, {
-            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "best_val": best if best_val is None else best_val, "elapsed": elapsed + time.monotonic() - t0, "history": history,
-            "rng": rng, "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
-        }, task=TASK)
-
     t0 = time.monotonic()
+    save = _saver(cfg, rt, model, optimizer, corpus, mcfg, kept, elapsed, history, t0)
     block = mcfg.block_size
-    tokens_per_step = cfg.batch_size * rt.world_size * cfg.grad_accum * block
-    loss_val, step, reason = float("nan"), start, None
-    keep = str(model_path) if rt.is_main else None
-    with report.progress(cfg.steps, "lm-train", start=start) as update:
-        while step < cfg.steps and reason is None:
-            if step % cfg.eval_every == 0 and step > start:
-                best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save)
-            set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
-            loss = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
-            step += 1
-            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
-            if step % cfg.log_every == 0 or reason:
-                # the only device sync of the loop (besides evaluations); averaged so every rank decides alike
-                loss_val = rt.all_reduce_mean(loss.item())
-                check_finite(loss_val, step, keep if model_path.exists() else None)
-                update(1, loss=loss_val)
-                report.event("step", step=step, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
-            else:
-                update(1)
+
+    def evaluate(step: int, best: float, final: bool = False) -> float:
+        return _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final)
+
+    step, best, loss_val, reason = _loop(cfg, rt, report, stop, (model, fwd, optimizer), corpus, block, start, best,
+                                         evaluate, t0)
     if reason == "interrupted":
-        save_and_interrupt(rt, lambda: save(step), f"at step {step}", state_file)
+        save_and_interrupt(rt, lambda: save(step, best_val=best), f"at step {step}", state_file)
     if reason == "max-time":
         report.info(f"--max-time reached after step {step}")
     if step > start:
-        best = _evaluate(fwd, model, corpus, cfg, block, rt, report, step, history, best, save, final=True)
+        best = evaluate(step, best, final=True)
     seconds = time.monotonic() - t0
     val_loss = None
     if rt.is_main and (kept["weights"] is not None or model_path.exists()):
@@ -202,8 +170,57 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             kept["weights"], kept["meta"] = load_model_file(model_path, TASK)
         val_loss = finalize(model_path, mcfg, kept["weights"], kept["meta"], corpus, rt.device, cfg.save_dtype)
         report.metrics("final", best_val_loss_estimate=best, val_loss=val_loss, val_tokens=len(corpus.val[:FULL_EVAL_TOKENS]))
-    tps = (step - start) * tokens_per_step / max(seconds, 1e-9)
+    tps = (step - start) * cfg.batch_size * rt.world_size * cfg.grad_accum * block / max(seconds, 1e-9)
     return TrainResult(str(model_path), step, best, loss_val, seconds, tps, val_loss, history)
+
+
+def _loop(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal, parts, corpus: Corpus, block: int,
+          start: int, best: float, evaluate, t0: float) -> tuple[int, float, float, str | None]:
+    """Steps from ``start`` until --steps, --max-time or a stop; returns (step, best, last loss, reason)."""
+    model, fwd, optimizer = parts
+    loss_val, step, reason = float("nan"), start, None
+    keep = Path(cfg.out) / MODEL_FILE
+    with report.progress(cfg.steps, "lm-train", start=start) as update:
+        while step < cfg.steps and reason is None:
+            if step % cfg.eval_every == 0 and step > start:
+                best = evaluate(step, best)
+            set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
+            loss = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
+            step += 1
+            reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
+            if step % cfg.log_every == 0 or reason:
+                # the only device sync of the loop (besides evaluations); averaged so every rank decides alike
+                loss_val = rt.all_reduce_mean(loss.item())
+                check_finite(loss_val, step, str(keep) if rt.is_main and keep.exists() else None)
+                update(1, loss=loss_val)
+                report.event("step", step=step, loss=loss_val, lr=optimizer.param_groups[0]["lr"])
+            else:
+                update(1)
+    return step, best, loss_val, reason
+
+
+def _saver(cfg: TrainConfig, rt: Runtime, model, optimizer, corpus: Corpus, mcfg: GPTConfig, kept: dict,
+           elapsed: float, history: list, t0: float):
+    """``save(step, val=None, best_val=None, final=False)``: the state always; the model too when ``val`` is a
+    new best (at the final evaluation finalize() writes it, with its exact loss). Called on every rank."""
+    model_path = Path(cfg.out) / MODEL_FILE
+
+    def save(step: int, val: float | None = None, best_val: float | None = None, final: bool = False) -> None:
+        rng = rng_state(rt)  # every rank's (a collective)
+        if not rt.is_main:
+            return
+        seconds = elapsed + time.monotonic() - t0
+        if val is not None:
+            kept["weights"] = _cpu_copy(unwrap(model).state_dict())
+            kept["meta"] = model_meta(cfg, mcfg, corpus, step, val, seconds)
+            if not final:
+                save_model(model_path, kept["weights"], kept["meta"], dtype=cfg.save_dtype)
+        save_state(state_path(model_path), {
+            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "best_val": best_val, "elapsed": seconds, "history": history,
+            "rng": rng, "tokenizer": corpus.tokenizer.to_meta(), "config": asdict(cfg),
+        }, task=TASK)
+    return save
 
 
 def _cpu_copy(sd: dict) -> dict:
@@ -252,7 +269,9 @@ def _load_state(cfg: TrainConfig, state_file: Path) -> dict:
 def _build(cfg: TrainConfig, rt: Runtime, mcfg: GPTConfig, state: dict | None):
     """The model (on the device, DDP-wrapped when distributed) and its optimizer, restored on --resume."""
     model = GPT(mcfg)
-    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type == "cuda")
+    # fused AdamW: one kernel per parameter on CUDA and on the CPU (ATen's vectorised CPU kernel), instead of a
+    # dozen elementwise ops per tensor
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99), fused=rt.device.type in ("cuda", "cpu"))
     if state is not None:
         where = state_path(Path(cfg.out) / MODEL_FILE)
         saved = state["model"] if isinstance(state["model"], dict) else {}

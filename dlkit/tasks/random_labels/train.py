@@ -178,25 +178,8 @@ def run_one(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal, c: 
     training set, so that a ``--subset`` run sees the paper's learning rate at the same step (with 1,000
     images an epoch is 7 steps, and 0.95 per such epoch would stop learning long before a fit)."""
     x_train, x_test = corrupt(train, test, c, cfg.seed)
-    # Each run's initialisation and dropout draw from a seed of its own, not from wherever the previous
-    # run left the global RNG: a run started after a --resume is then the run an uninterrupted command makes.
-    torch.manual_seed(cfg.seed + zlib.crc32(c.name.encode()))
-    model = build_model(cfg.arch, train.shape, train.classes, cfg.dropout, cfg.whiten, *_moments(cfg, train))
-    lr0 = cfg.lr if cfg.lr is not None else default_lr(cfg.arch)
-    model = rt.wrap(model)
-    opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed + 7919)
-    epoch, step, curve, seconds, images = 0, 0, [], 0.0, 0
-    if current is not None:
-        unwrap(model).load_state_dict(current["model"])
-        opt.load_state_dict(current["optimizer"])
-        gen.set_state(current["generator"])
-        set_rng_state(current["rng"], rt.rank)
-        epoch, step, curve = current["epoch"], current["step"], [tuple(p) for p in current["curve"]]
-        seconds, images = current["seconds"], current["images"]
-        report.info(f"resuming {c.name} at epoch {epoch}")
-    else:  # a state to resume from even if the first epoch is interrupted
-        _save_current(cfg, rt, done, c, model, opt, gen, epoch, step, curve, seconds, images)
+    run, lr0 = _start_run(cfg, rt, report, c, train, done, current)
+    model, save = run.model, lambda: _save_current(cfg, rt, done, c, run)
     augment = (lambda x, g: flip_translate(x, g, flip=False, pad=2)) if cfg.random_crop else None
     steps_per_epoch = max(1, len(x_train) // rt.world_size // cfg.batch_size)
     log_every = max(1, steps_per_epoch // 8)
@@ -205,43 +188,89 @@ def run_one(cfg: FitConfig, rt: Runtime, report: Reporter, stop: StopSignal, c: 
     def on_step(s: int, loss: float | None) -> bool:
         nonlocal reason
         if loss is not None:
-            curve.append((s, loss))
+            run.curve.append((s, loss))
         reason = stop_reason(stop, rt, t0=t_start, max_time_s=cfg.max_time, step=s)
         return reason is not None
 
-    with report.progress(cfg.max_epochs, f"{c.name} ({which})", start=epoch) as update:
-        while epoch < cfg.max_epochs:
-            res = train_epoch(model, x_train.images, x_train.labels, opt, rt, batch_size=cfg.batch_size, generator=gen,
-                              augment=augment, lr_at=lambda s: lr0 * cfg.lr_decay ** (s // decay_every), step=step,
-                              log_every=log_every, on_step=on_step)
+    with report.progress(cfg.max_epochs, f"{c.name} ({which})", start=run.epoch) as update:
+        while run.epoch < cfg.max_epochs:
+            res = train_epoch(model, x_train.images, x_train.labels, run.opt, rt, batch_size=cfg.batch_size,
+                              generator=run.gen, augment=augment, lr_at=lambda s: lr0 * cfg.lr_decay ** (s // decay_every),
+                              step=run.step, log_every=log_every, on_step=on_step)
             if reason == "interrupted":  # the state is that of the last finished epoch, already saved
-                save_and_interrupt(rt, lambda: None, f"during {c.name}, epoch {epoch + 1} (it restarts at that "
+                save_and_interrupt(rt, lambda: None, f"during {c.name}, epoch {run.epoch + 1} (it restarts at that "
                                    "epoch)", Path(cfg.out) / STATE)
             if reason == "max-time":
                 report.warn(f"--max-time reached during {c.name}; continue with --resume")
                 return None
-            step += res.steps
-            epoch += 1
-            seconds += res.seconds
-            images += res.images * rt.world_size
-            check_finite(rt.all_reduce_mean(res.loss), step, keep=str(Path(cfg.out) / STATE))  # all ranks alike
+            run.step, run.epoch = run.step + res.steps, run.epoch + 1
+            run.seconds += res.seconds
+            run.images += res.images * rt.world_size
+            check_finite(rt.all_reduce_mean(res.loss), run.step, keep=str(Path(cfg.out) / STATE))  # all ranks alike
             running = rt.all_reduce_mean(res.accuracy)
-            if running >= cfg.fit_threshold - 0.05 or epoch == cfg.max_epochs:
+            if running >= cfg.fit_threshold - 0.05 or run.epoch == cfg.max_epochs:
                 train_loss, train_acc = evaluate(model, x_train.images, x_train.labels, rt)
                 fitted = train_acc >= cfg.fit_threshold
             update(1, loss=res.loss, acc=train_acc if fitted else running)
-            report.event("epoch", corruption=c.name, epoch=epoch, step=step, loss=res.loss, train_acc_running=running,
-                         lr=lr0 * cfg.lr_decay ** ((step - 1) // decay_every))
-            _save_current(cfg, rt, done, c, model, opt, gen, epoch, step, curve, seconds, images)
+            report.event("epoch", corruption=c.name, epoch=run.epoch, step=run.step, loss=res.loss,
+                         train_acc_running=running, lr=lr0 * cfg.lr_decay ** ((run.step - 1) // decay_every))
+            save()
             if fitted and cfg.until_fit:
                 break
+    return _finish_run(cfg, rt, c, run, x_train, x_test, fitted, train_acc, train_loss)
+
+
+@dataclass
+class _Run:
+    """One corruption's run in progress: the network, its optimizer and data order, and how far it has come
+    (what the state file holds as ``current``)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    curve: list = field(default_factory=list)  # (step, loss) at each logging interval
+    seconds: float = 0.0
+    images: int = 0
+
+
+def _start_run(cfg: FitConfig, rt: Runtime, report: Reporter, c: Corruption, train: ImageData,
+               done: list[RunResult], current: dict | None) -> tuple[_Run, float]:
+    """A fresh run (its state saved at once) or the saved ``current`` one; and its initial learning rate."""
+    # Each run's initialisation and dropout draw from a seed of its own, not from wherever the previous
+    # run left the global RNG: a run started after a --resume is then the run an uninterrupted command makes.
+    torch.manual_seed(cfg.seed + zlib.crc32(c.name.encode()))
+    model = build_model(cfg.arch, train.shape, train.classes, cfg.dropout, cfg.whiten, *_moments(cfg, train))
+    lr0 = cfg.lr if cfg.lr is not None else default_lr(cfg.arch)
+    model = rt.wrap(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    run = _Run(model, opt, torch.Generator().manual_seed(cfg.seed + 7919))
+    if current is not None:
+        unwrap(model).load_state_dict(current["model"])
+        opt.load_state_dict(current["optimizer"])
+        run.gen.set_state(current["generator"])
+        set_rng_state(current["rng"], rt.rank)
+        run.epoch, run.step, run.curve = current["epoch"], current["step"], [tuple(p) for p in current["curve"]]
+        run.seconds, run.images = current["seconds"], current["images"]
+        report.info(f"resuming {c.name} at epoch {run.epoch}")
+    else:  # a state to resume from even if the first epoch is interrupted
+        _save_current(cfg, rt, done, c, run)
+    return run, lr0
+
+
+def _finish_run(cfg: FitConfig, rt: Runtime, c: Corruption, run: _Run, x_train: ImageData, x_test: ImageData,
+                fitted: bool, train_acc: float, train_loss: float) -> RunResult:
+    """The run's final training and test accuracy, its result and its model file (rank 0)."""
+    model = run.model
     if not fitted or train_loss != train_loss:
         train_loss, train_acc = evaluate(model, x_train.images, x_train.labels, rt)
         fitted = train_acc >= cfg.fit_threshold
     _, test_acc = evaluate(model, x_test.images, x_test.labels, rt)
     path = Path(cfg.out) / f"{c.slug}.safetensors"
-    result = RunResult(c.name, cfg.arch, c.label_level, train_acc, test_acc, train_loss, epoch, step,
-                       step if fitted else None, fitted, round(seconds, 2), images / max(seconds, 1e-9), str(path), curve)
+    result = RunResult(c.name, cfg.arch, c.label_level, train_acc, test_acc, train_loss, run.epoch, run.step,
+                       run.step if fitted else None, fitted, round(run.seconds, 2),
+                       run.images / max(run.seconds, 1e-9), str(path), run.curve)
     if rt.is_main:
         _save_model(cfg, unwrap(model), path, result)
     return result
@@ -301,13 +330,13 @@ def _moments(cfg: FitConfig, train: ImageData) -> tuple[tuple, tuple]:
     return tuple(mean.tolist()), tuple(std.clamp_min(1e-3).tolist())
 
 
-def _save_current(cfg, rt, done, c, model, opt, gen, epoch, step, curve, seconds, images) -> None:
+def _save_current(cfg: FitConfig, rt: Runtime, done: list[RunResult], c: Corruption, run: _Run) -> None:
     rng = rng_state(rt)  # every rank's: call on every rank
     if not rt.is_main:
         return
-    current = {"corruption": c.name, "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-               "generator": gen.get_state(), "rng": rng, "epoch": epoch, "step": step,
-               "curve": [list(p) for p in curve], "seconds": seconds, "images": images}
+    current = {"corruption": c.name, "model": unwrap(run.model).state_dict(), "optimizer": run.opt.state_dict(),
+               "generator": run.gen.get_state(), "rng": rng, "epoch": run.epoch, "step": run.step,
+               "curve": [list(p) for p in run.curve], "seconds": run.seconds, "images": run.images}
     save_state(Path(cfg.out) / STATE, {"config": asdict(cfg), "done": [asdict(r) for r in done],
                                              "current": current}, task=TASK)
 

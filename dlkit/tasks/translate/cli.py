@@ -180,7 +180,8 @@ def translate(
     job = TranslateJob(model=models[0] if models else None, decode=dc, texts=list(text) if text else None,
                        ref=_s(ref), attention_plot=_s(attention_plot), to=to)
     report = Reporter(quiet=quiet, json_mode=False)
-    rt = make_runtime(device, precision, 0, distributed=False, threads=threads)  # auto: fp32 on CPU, bf16/fp16 on GPU
+    # auto: bf16/fp16 on a GPU; on a CPU what benchmarks/cpu_speed.py measured faster for "translate"
+    rt = make_runtime(device, precision, 0, distributed=False, threads=threads, family="translate")
     if eval_tsv is not None:
         from dlkit.tasks.translate.scoring import evaluate_models
 
