@@ -178,3 +178,30 @@ def main(argv: list[str] | None = None) -> None:
         # `dlkit translate < big.txt | head -1`: stop quietly, as `cat` does, with cat's exit status.
         _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
+    except SystemExit as e:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            _leave_worker(e.code)
+        raise
+
+
+def _leave_worker(code: object) -> None:
+    """A torchrun worker's end: its files are closed and its process group is gone, so leave at once.
+    Tearing down the interpreter and torch's C++ statics after gloo could abort the process (SIGABRT,
+    "terminate called without an active exception", seen once in CI) and turn a finished run into a
+    failed one."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        _silence_stdout()
+    try:
+        sys.stderr.flush()
+    except (ValueError, OSError):
+        pass
+    os._exit(status)

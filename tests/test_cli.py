@@ -162,6 +162,25 @@ def test_bounded_openmp_spin_is_set_before_torch_loads_and_the_users_choice_wins
         assert r.stdout.split() == expected, r.stderr
 
 
+
+@pytest.mark.parametrize("argv, code", [(["--version"], 0), (["lm-train", "--bogus"], 2)])
+def test_a_torchrun_worker_leaves_without_interpreter_teardown(argv, code):
+    """Under torchrun (WORLD_SIZE > 1) the worker exits at once with the command's status and its output
+    flushed; the interpreter's teardown (atexit, C++ statics after gloo) is skipped. Alone, it runs."""
+    import os
+
+    script = ("import atexit, sys; from dlkit.cli import main; "
+              "atexit.register(lambda: print('teardown', flush=True)); main(sys.argv[1:])")
+    for world, teardown in (("2", False), ("1", True)):
+        env = {**os.environ, "WORLD_SIZE": world}
+        r = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == code, r.stderr
+        assert ("teardown" in r.stdout) is teardown, (world, r.stdout)
+        if code == 0:
+            assert r.stdout.startswith(f"dlkit {__version__}\n")
+        else:
+            assert r.stderr.startswith("error: No such option: --bogus")
+
 def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch):
     import torch
 

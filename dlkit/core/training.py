@@ -73,6 +73,9 @@ def run_training(
         try:
             with catch_signals(stop):
                 result = train(cfg, rt, report, stop)
+            # rank 0 may still be finishing (an average, a last save) when the others return: tear the process
+            # group down together, not while a peer still works (gloo aborted a rank that left early)
+            rt.barrier()
         except Interrupted as e:
             if report.stdout_closed:
                 raise StdoutClosed(f"stdout was closed by its reader, so training stopped: {e}") from None
