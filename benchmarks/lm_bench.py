@@ -59,18 +59,21 @@ NANOGPT_COMMON = ["--device=cpu", "--compile=False", "--dtype=float32", "--eval_
 _OMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
 
-def _clean_env() -> dict:
-    """The environment a user has: no OpenMP settings of ours (each program applies its own defaults)."""
+def _clean_env(extra: dict | None = None) -> dict:
+    """The environment a user has: no OpenMP settings of ours (each program applies its own defaults), plus
+    ``extra`` (a user's own settings, e.g. OMP_WAIT_POLICY=ACTIVE, for one side)."""
     env = {k: v for k, v in os.environ.items() if k not in _OMP_KEYS}
+    env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def _timed_lines(cmd: list, cwd: Path, parse) -> dict[int, tuple[float, float]]:
-    """Run ``cmd``; for every stdout line that ``parse`` turns into (step, loss), the arrival time and loss."""
-    seen = {}
-    with subprocess.Popen(cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def _timed_lines(cmd: list, cwd: Path, parse, env: dict | None = None) -> dict[int, tuple[float, float]]:
+    """Run ``cmd``; for every stdout line that ``parse`` turns into (step, loss), the arrival time and loss
+    (key 0: the start of the process, so that the whole run's time can be read too)."""
+    seen = {0: (time.perf_counter(), float("nan"))}
+    with subprocess.Popen(cmd, cwd=cwd, env=_clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, bufsize=1) as p:
         for line in p.stdout:
             hit = parse(line)
@@ -97,11 +100,13 @@ def _nanogpt_line(line: str):
     return None
 
 
-def run_dlkit(data: Path, out: str, config: str, steps: int) -> dict:
-    """``dlkit lm-train`` as a user runs it (the CLI with its OpenMP and thread defaults), step events timed."""
+def run_dlkit(data: Path, out: str, config: str, steps: int, args: tuple = (), env: dict | None = None) -> dict:
+    """``dlkit lm-train`` as a user runs it (the CLI with its OpenMP and thread defaults; ``args`` and ``env``:
+    a user's own extra flags and settings), step events timed."""
     cmd = [sys.executable, "-m", "dlkit", "lm-train", "--data", str(data), "--out", out, *CONFIGS[config][0],
-           "--steps", str(steps), "--eval-every", "1000000", "--eval-iters", "1", "--sample-tokens", "0", "--json"]
-    return _timed_lines(cmd, ROOT, _dlkit_line)
+           "--steps", str(steps), "--eval-every", "1000000", "--eval-iters", "1", "--sample-tokens", "0", "--json",
+           *args]
+    return _timed_lines(cmd, ROOT, _dlkit_line, env)
 
 
 def run_nanogpt(nanogpt: Path, data: Path, config: str, steps: int) -> dict:
@@ -135,7 +140,7 @@ def _mean_loss(seen: dict, lo: int, hi: int) -> float:
 
 
 def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int = 200, warm: int = 10,
-               repeats: int = 3) -> None:
+               repeats: int = 3, args: tuple = (), env: dict | None = None) -> None:
     """Both trainers as users run them, alternating ``repeats`` times; each side's median ms/step over steps
     ``warm``..``steps`` (from the arrival times of their per-step log lines: start-up, data preparation and the
     final save do not count) and their training losses at the same steps (each step's batch loss; the batches
@@ -146,13 +151,15 @@ def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int =
     print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as d:
         for r in range(repeats):
-            a = run_dlkit(Path(data), f"{d}/run{r}", config, steps)
+            a = run_dlkit(Path(data), f"{d}/run{r}", config, steps, args, env)
             mine.append(_ms_per_step(a, warm, steps))
             b = run_nanogpt(Path(nanogpt), Path(data), config, steps) if nanogpt else None
             if b:
                 theirs.append(_ms_per_step(b, warm, steps))
             curves.append((a, b))
             print(f"  repeat {r}: dlkit {mine[-1]:.1f} ms/step" + (f", nanoGPT {theirs[-1]:.1f}" if b else "")
+                  + f"; process start to step {steps}: dlkit {a[steps][0] - a[0][0]:.1f} s"
+                  + (f", nanoGPT {b[steps][0] - b[0][0]:.1f} s" if b else "")
                   + f" (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     ms = statistics.median(mine)
     a, b = curves[0]
@@ -165,7 +172,8 @@ def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int =
         loss += "; at " + ", ".join(f"{s}: {a[s][1]:.2f}/{b[s][1]:.2f}" for s in range(50, steps + 1, 50) if s in a and s in b)
     else:
         ratio = "nanoGPT not run (pass its checkout)"
-    print(f"| lm-train via the CLI, {CONFIGS[config][2]}, {steps} steps | dlkit {ms:.1f} ms/step | {ratio} | {loss} | "
+    extra = " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *args])
+    print(f"| lm-train via the CLI{' ' + extra if extra else ''}, {CONFIGS[config][2]}, {steps} steps | dlkit {ms:.1f} ms/step | {ratio} | {loss} | "
           f"load {os.getloadavg()[0]:.2f} | {machine()} |", flush=True)
 
 
@@ -225,10 +233,14 @@ if __name__ == "__main__":
     ap.add_argument("--config", default="cpu", choices=tuple(CONFIGS))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dlkit-args", default="", help="throughput: extra lm-train flags, e.g. '--compile'")
+    ap.add_argument("--dlkit-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="throughput: a setting for the dlkit side only, e.g. OMP_WAIT_POLICY=ACTIVE (repeatable)")
     args = ap.parse_args()
     if args.what in ("throughput", "all"):
         throughput(args.nanogpt if args.what == "throughput" else None, args.data, args.config, args.steps,
-                   repeats=args.repeats)
+                   repeats=args.repeats, args=tuple(args.dlkit_args.split()),
+                   env=dict(kv.split("=", 1) for kv in args.dlkit_env))
     if args.what in ("sample", "all"):
         sample(model=args.nanogpt if args.what == "sample" else None)
     if args.what in ("rss", "all"):

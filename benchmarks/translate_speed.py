@@ -6,8 +6,13 @@ Measures, for one model and beam size:
   * one sentence at a time on the first --single N sentences -> sentences/s, and the speed-up of batching;
   * `echo "..." | dlkit translate` end to end (process start-up included), median of --e2e-runs runs.
 
+With --startup N it measures only start-up: `echo 'A dog runs in the park.' | python -m dlkit translate` against
+`python -c "import torch"`, N pairs in turn after one warm-up of each, and prints the median of the pair ratios
+(whole-process wall time; take it on an idle machine, CONTRIBUTING.md).
+
 Usage:
   python benchmarks/translate_speed.py --model multi30k-en-fr --data ../shared/data/multi30k --pair en-fr
+  python benchmarks/translate_speed.py --startup 7
 """
 
 from __future__ import annotations
@@ -19,6 +24,34 @@ import statistics
 import subprocess
 import sys
 import time
+
+
+def startup(model: str, pairs: int) -> dict:
+    """Wall seconds of `echo SENTENCE | python -m dlkit translate -m MODEL` and of a bare `import torch`, in
+    turn (A B A B ...) so that a drift of the machine's speed hits both; the median of the pairwise ratios."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]  # `python -m dlkit` of this checkout
+
+    def wall(cmd: list[str], text: str | None) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, input=text, text=True, capture_output=True, check=True, cwd=root)
+        return time.perf_counter() - t0
+
+    a_cmd = [sys.executable, "-m", "dlkit", "translate", "--model", model]
+    b_cmd = [sys.executable, "-c", "import torch"]
+    sentence = "A dog runs in the park.\n"
+    wall(a_cmd, sentence), wall(b_cmd, None)  # warm-up: files in the page cache
+    a, b = [], []
+    for _ in range(pairs):
+        a.append(wall(a_cmd, sentence))
+        b.append(wall(b_cmd, None))
+    ratios = [x / y for x, y in zip(a, b)]
+    return {"translate_wall_s_median": round(statistics.median(a), 3), "import_torch_wall_s_median":
+            round(statistics.median(b), 3), "ratio_median": round(statistics.median(ratios), 3),
+            "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)], "pairs": pairs,
+            "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -36,7 +69,11 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="bf16: the model runs under autocast (as `dlkit translate --precision bf16`)")
     ap.add_argument("--out", default=None, help="write the hypotheses here")
+    ap.add_argument("--startup", type=int, default=0, metavar="N", help="only the start-up ratio, N pairs")
     args = ap.parse_args()
+    if args.startup:
+        print(json.dumps(startup(args.model, args.startup), indent=2))
+        return
 
     import torch
 

@@ -1,6 +1,8 @@
 """The CPU defaults chosen by measurement: OpenMP's wait (core.threads) and what --precision auto means per
 model family (core.runtime.CPU_AUTO_BF16, from benchmarks/cpu_speed.py)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -38,3 +40,105 @@ def test_the_small_gpt_stays_fp32_on_the_cpu():
     # measured no faster under bf16 autocast (small matmuls; the casts cost what they save): never in the table
     assert "lm" not in runtime.CPU_AUTO_BF16
     assert resolve_precision("auto", CPU, "lm", native_bf16=lambda: True) == "fp32"
+
+
+def test_free_cores_leaves_out_this_process_own_work(monkeypatch):
+    from dlkit.core import threads
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    # 2 s on 2 cores at 100 jiffies/s = 400 jiffies; this process used 1 core (2 CPU s) the whole time
+    opened = ((1000, 5000), 10.0, 3.0)
+    alone = ((1000 + 200, 5400), 12.0, 5.0)  # the other core idle: both cores are free for our threads
+    beside = ((1000 + 0, 5400), 12.0, 5.0)  # no idle jiffy: another process took the other core
+    monkeypatch.setattr(threads, "_sample", lambda: alone)
+    assert threads.free_cores(since=opened) == pytest.approx(2.0)
+    monkeypatch.setattr(threads, "_sample", lambda: beside)
+    assert threads.free_cores(since=opened) == pytest.approx(1.0)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_OPENED", opened)
+    clock = SimpleNamespace(monotonic=lambda: 12.0, sleep=lambda s: pytest.fail("no sleep: the window is open"))
+    monkeypatch.setattr(threads, "time", clock)  # the window opened at import is 2 s old
+    assert threads.default_threads() == 1
+    monkeypatch.setattr(threads, "_sample", lambda: alone)
+    assert threads.default_threads() == 2
+
+
+def test_free_cores_without_proc_is_unknown(monkeypatch):
+    from dlkit.core import threads
+
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)
+    assert threads.free_cores(window=0.0) is None
+
+
+@pytest.mark.slow
+def test_torch_loads_with_the_gc_paused_and_its_objects_frozen():
+    import subprocess
+    import sys
+
+    code = "import gc, dlkit.core.runtime; print(gc.isenabled(), gc.get_freeze_count())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "True" and int(out[1]) > 50_000  # torch's long-lived objects, out of every later collection
+
+
+def test_precision_auto_is_bf16_for_the_large_gpt_only(monkeypatch):
+    yes = lambda: True  # noqa: E731
+    assert resolve_precision("auto", CPU, "lm-large", native_bf16=yes) == "bf16"  # 1.46x, same losses (RESULTS)
+    for family in ("lm-small", "lm-tiny", "lm-medium", "lm"):
+        assert resolve_precision("auto", CPU, family, native_bf16=yes) == "fp32", family
+
+
+OURS = {"GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "1"}
+
+
+def test_a_watched_training_spins_long_only_when_every_core_is_free_and_the_setting_is_ours(monkeypatch):
+    import sys
+
+    from dlkit.core import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1.9)
+    assert threads.spin_when_idle(OURS) == {}  # torch is loaded in this process: OpenMP has read its settings
+    monkeypatch.delitem(sys.modules, "torch")
+    assert threads.spin_when_idle(OURS) == {"GOMP_SPINCOUNT": threads.IDLE_SPIN_COUNT}
+    assert int(threads.IDLE_SPIN_COUNT) > 300_000  # longer than libgomp's own default
+    assert threads.spin_when_idle({"GOMP_SPINCOUNT": "5000"}) == {}  # the user's choice
+    assert threads.spin_when_idle({**OURS, "OMP_WAIT_POLICY": "PASSIVE"}) == {}
+    assert threads.spin_when_idle({**OURS, "WORLD_SIZE": "2"}) == {}  # torchrun ranks share the cores
+    assert threads.spin_when_idle(OURS, threads=1) == {}
+    monkeypatch.setattr(threads, "free_cores", lambda: 1.2)  # another process takes most of a core
+    assert threads.spin_when_idle(OURS) == {}
+
+
+def test_busy_watch_follows_the_free_cores_between_one_and_the_starting_threads(monkeypatch):
+    from dlkit.core import threads
+
+    now, free = [100.0], [2.0]
+    monkeypatch.setattr(threads, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(threads, "_sample", lambda: (None, now[0], 0.0))
+    monkeypatch.setattr(threads, "free_cores", lambda since=None: free[0])
+    calls, notes = [], []
+    watch = threads.BusyWatch(2, calls.append, notes.append, period=2.0)
+    free[0] = 0.7
+    now[0] += 1.0
+    watch()
+    assert calls == []  # not measured within the period
+    now[0] += 1.5
+    watch()
+    assert calls == [1] and "1 thread now" in notes[-1]
+    now[0] += 2.5
+    watch()
+    assert calls == [1]  # unchanged: not set again
+    free[0] = 3.9  # more than it started with: capped
+    now[0] += 2.5
+    watch()
+    assert calls == [1, 2] and "2 threads now" in notes[-1]
+
+
+def test_busy_watch_is_a_no_op_with_dlkit_short_spin():
+    from dlkit.core import threads
+
+    before = torch.get_num_threads()
+    watch = threads.busy_watch(environ=OURS)
+    watch()
+    assert not isinstance(watch, threads.BusyWatch) and torch.get_num_threads() == before
+    assert isinstance(threads.busy_watch(environ={"GOMP_SPINCOUNT": threads.IDLE_SPIN_COUNT}), threads.BusyWatch)

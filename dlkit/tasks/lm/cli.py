@@ -77,6 +77,12 @@ def lm_train(
         text_files(val)
     check_run_dir(out, resume, overwrite)
 
+    import os
+
+    from dlkit.core.threads import spin_when_idle
+
+    os.environ.update(spin_when_idle(os.environ, threads))  # before torch loads; the loop watches (BusyWatch)
+    import dlkit.core.runtime  # noqa: F401 - first: torch then loads with the GC paused (why: core/runtime.py)
     from dlkit.core.training import run_training
     from dlkit.tasks.lm.train import TrainConfig, train
 
@@ -87,8 +93,10 @@ def lm_train(
         eval_every=eval_every, eval_iters=eval_iters, log_every=log_every, sample_tokens=sample_tokens,
         max_time=max_time, compile=compile, seed=seed, save_dtype=save_dtype, resume=resume,
     )
+    # --precision auto on a CPU: what benchmarks/cpu_speed.py and lm_bench.py measured per preset (core/runtime.py)
+    family = f"lm-{RENAMED_PRESETS.get(preset, preset)}"
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
-                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained)
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained, family=family)
 
 
 def _trained(result, report) -> None:

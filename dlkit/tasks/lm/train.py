@@ -13,6 +13,7 @@ import torch
 from dlkit.core.atomic import check_writable_dir
 from dlkit.core.modelfile import check_shapes, load_model_file, save_model
 from dlkit.core.state import check_resume, save_state, state_path
+from dlkit.core.threads import busy_watch
 from dlkit.core.errors import DlkitError, ModelFileError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import adamw, check_finite, optimizer_step, set_lr, warmup_cosine
@@ -180,12 +181,14 @@ def _loop(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal, par
     model, fwd, optimizer = parts
     loss_val, step, reason = float("nan"), start, None
     keep = Path(cfg.out) / MODEL_FILE
+    watch = busy_watch(report.info)  # threads follow the free cores when OpenMP spins long (core/threads.py)
     with report.progress(cfg.steps, "lm-train", start=start) as update:
         while step < cfg.steps and reason is None:
             if step % cfg.eval_every == 0 and step > start:
                 best = evaluate(step, best)
             set_lr(optimizer, warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
             loss = _train_step(step, cfg, rt, model, fwd, optimizer, corpus, block)
+            watch()
             step += 1
             reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
             if step % cfg.log_every == 0 or reason:
