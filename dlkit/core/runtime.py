@@ -146,8 +146,8 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 # --precision auto on a CPU, per model family: bf16 autocast where benchmarks/cpu_speed.py measured it faster than
 # fp32 (table in benchmarks/RESULTS.md) AND the family's quality metric was checked not to drop under it, on CPUs
 # that compute bf16 natively (AVX512-BF16 or AMX, what `dlkit doctor` reports; elsewhere bf16 is emulated and slow).
-# lm-large (nanoGPT's baby GPT, 6L/384, context 256): a training step 1.46x faster (836 vs 1221 ms, batch 8), and
-# the training loss over 200 steps as nanoGPT's fp32 (benchmarks/RESULTS.md). The small GPT gains nothing from
+# lm-large (nanoGPT's baby GPT, 6L/384, context 256): a training step 1.46x faster (836 vs 1221 ms, batch 8, at
+# load 1.2), and the training loss over 200 steps as nanoGPT's fp32 (benchmarks/RESULTS.md). The small GPT gains nothing from
 # bf16 and stays out ("lm" and "lm-small"); the other families wait for their quality checks.
 CPU_AUTO_BF16: frozenset[str] = frozenset({"lm-large"})
 

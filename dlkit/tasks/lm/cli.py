@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -76,8 +77,6 @@ def lm_train(
     if val is not None:
         text_files(val)
     check_run_dir(out, resume, overwrite)
-
-    import os
 
     from dlkit.core.threads import spin_when_idle
 
