@@ -19,6 +19,8 @@ from dlkit.core.errors import ModelFileError
 
 FORMAT_VERSION = 1
 _META_KEY = "dlkit"
+INT8_SCALE_SUFFIX = ".int8_scale"  # the per-row scales of an int8-stored tensor (meta["int8"] lists those)
+INT8_MIN_ELEMENTS = 1024  # smaller matrices stay fp16: their scales would cost more than int8 saves
 
 
 # ---------------------------------------------------------------- header (no torch)
@@ -101,6 +103,12 @@ def _meta_of(header: dict[str, Any], path, task: str | None) -> dict[str, Any]:
     tensors = [k for k in header if k != "__metadata__"]
     if not isinstance(aliases, dict) or any(not isinstance(t, str) or t not in tensors for t in aliases.values()):
         raise ModelFileError(f"'{path}' has broken dlkit metadata (aliases name tensors the file does not hold)")
+    int8 = meta.get("int8", [])
+    if not isinstance(int8, list) or any(not isinstance(t, str) or t not in header or header[t].get("dtype") != "I8"
+                                         or t + INT8_SCALE_SUFFIX not in header
+                                         or header[t + INT8_SCALE_SUFFIX]["shape"] != header[t]["shape"][:1]
+                                         for t in int8):
+        raise ModelFileError(f"'{path}' has broken dlkit metadata (its int8 list names tensors stored otherwise)")
     return meta
 
 
@@ -109,14 +117,16 @@ def save_model(path: str | os.PathLike, state_dict: dict, meta: dict[str, Any], 
     """Save tensors + metadata atomically. Tied (shared) tensors are stored once and re-linked on load.
 
     ``dtype`` converts floating tensors, which is how bundled models stay small: a torch dtype, or the
-    ``--save-dtype`` value every training command takes ("fp16"; "fp32" keeps them)."""
+    ``--save-dtype`` value every training command takes ("fp16"; "fp32" keeps them; "int8" stores each weight
+    matrix as int8 with one fp16 scale per row, see :func:`quantize_int8`, and the rest as fp16)."""
     import torch
     from safetensors.torch import save
 
+    int8 = dtype == "int8"
     if isinstance(dtype, str):
-        dtype = {"fp32": None, "fp16": torch.float16}[dtype]
+        dtype = {"fp32": None, "fp16": torch.float16, "int8": torch.float16}[dtype]
 
-    tensors, aliases, seen = {}, {}, {}
+    tensors, aliases, seen, quantized = {}, {}, {}, []
     for name, t in state_dict.items():
         key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else None
         if key is not None and key in seen:
@@ -125,12 +135,44 @@ def save_model(path: str | os.PathLike, state_dict: dict, meta: dict[str, Any], 
         if key is not None:
             seen[key] = name
         t = t.detach().cpu().contiguous()
+        if int8 and t.is_floating_point() and t.dim() >= 2 and t.numel() >= INT8_MIN_ELEMENTS:
+            tensors[name], tensors[name + INT8_SCALE_SUFFIX] = quantize_int8(t)
+            quantized.append(name)
+            continue
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[name] = t.clone() if t.numel() == 0 else t
     meta = {**meta, "format": FORMAT_VERSION, "aliases": aliases}
+    if quantized:
+        meta["int8"] = quantized
     data = save(tensors, metadata={_META_KEY: json.dumps(meta, default=_json_default)})
     return atomic_write_bytes(path, data)
+
+
+def quantize_int8(t):
+    """Symmetric per-row int8: row i is ``q[i] * scale[i]`` with ``scale[i] = max|t[i]| / 127`` (fp16)."""
+    import torch
+
+    rows = t.float().reshape(t.shape[0], -1)
+    scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.float16)
+    q = torch.round(rows / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(t.shape), scale
+
+
+def as_stored(t, save_dtype: str):
+    """``t`` as a model file written with ``save_dtype`` gives it back (float32), to measure what is saved."""
+    if not t.is_floating_point() or save_dtype == "fp32":
+        return t.float()
+    if save_dtype == "int8" and t.dim() >= 2 and t.numel() >= INT8_MIN_ELEMENTS:
+        return dequantize_int8(*quantize_int8(t))
+    return t.half().float()
+
+
+def dequantize_int8(q, scale):
+    """The float32 tensor :func:`quantize_int8` stored."""
+    import torch
+
+    return (q.to(torch.float32).reshape(q.shape[0], -1) * scale.float()[:, None]).reshape(q.shape)
 
 
 def load_model_file(path: str | os.PathLike, task: str | None = None):
@@ -143,6 +185,8 @@ def load_model_file(path: str | os.PathLike, task: str | None = None):
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"'{path}' could not be read as .safetensors: {e}") from None
+    for name in meta.get("int8", []):
+        tensors[name] = dequantize_int8(tensors[name], tensors.pop(name + INT8_SCALE_SUFFIX))
     for alias, target in meta.get("aliases", {}).items():
         tensors[alias] = tensors[target]
     return tensors, meta
@@ -153,7 +197,8 @@ def stored_shapes(path: str | os.PathLike, header: dict[str, Any] | None = None,
     """Name -> shape of every tensor a model file holds (tied aliases included), read from the header only."""
     header = header if header is not None else read_header(path)
     meta = meta if meta is not None else _meta_of(header, path, None)
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    hidden = {"__metadata__"} | {n + INT8_SCALE_SUFFIX for n in meta.get("int8", [])}
+    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k not in hidden}
     for alias, target in meta.get("aliases", {}).items():
         shapes[alias] = shapes[target]
     return shapes

@@ -65,7 +65,8 @@ Quiet = Annotated[bool, opt("--quiet", "-q", help="No progress or messages on st
 Out = Annotated[Path, opt("--out", "-o", help="Output folder for the trained model and its state.", panel="Output")]
 Overwrite = Annotated[bool, opt("--overwrite", help="Replace what is already in the output folder/file.",
                                 panel="Output")]
-SaveDtype = Annotated[str, opt("--save-dtype", choices=("fp32", "fp16"), help="Weights' type in the model file.",
+SaveDtype = Annotated[str, opt("--save-dtype", choices=("fp32", "fp16", "int8"),
+                               help="Weights' type in the model file (int8: weight matrices per-row int8, the rest fp16).",
                                panel="Output")]
 
 Model = Annotated[str, opt("--model", "-m", help="Bundled model NAME or path to a .safetensors file.")]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dlkit.core.modelfile import read_header, read_meta
+from dlkit.core.modelfile import INT8_SCALE_SUFFIX, read_header, read_meta
 from dlkit.core.errors import DlkitError, ModelFileError
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
@@ -53,9 +53,9 @@ def describe(path: Path, where: str) -> dict[str, Any]:
     header = read_header(path)
     meta = read_meta(path)
     training = meta.get("training")
-    params = 0
+    params, scales = 0, {n + INT8_SCALE_SUFFIX for n in meta.get("int8", [])}
     for k, v in header.items():
-        if k == "__metadata__" or k in meta.get("aliases", {}):
+        if k == "__metadata__" or k in meta.get("aliases", {}) or k in scales:
             continue
         n = 1
         for d in v["shape"]:

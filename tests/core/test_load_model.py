@@ -57,6 +57,34 @@ def test_load_model_round_trip_tied_fp16_eval_and_meta(tmp_path):
     torch.testing.assert_close(model.emb.weight, net.emb.weight, atol=1e-3, rtol=0)
 
 
+def test_int8_file_is_smaller_loads_back_close_and_hides_its_scales(tmp_path, monkeypatch):
+    import dlkit.core.modelfile as mf
+    from dlkit.core.zoo import describe
+
+    monkeypatch.setattr(mf, "INT8_MIN_ELEMENTS", 16)  # the toy's 10x64 matrices count as large
+    cfg = NetConfig(width=64, tied=False)
+    net = _save(tmp_path / "q.safetensors", cfg=cfg, dtype="int8")
+    _save(tmp_path / "h.safetensors", cfg=cfg, dtype="fp16")
+    assert (tmp_path / "q.safetensors").stat().st_size < 0.6 * (tmp_path / "h.safetensors").stat().st_size
+    header = read_header(tmp_path / "q.safetensors")
+    assert header["layers.0.weight"]["dtype"] == "I8" and header["layers.0.bias"]["dtype"] == "F16"
+    assert "layers.0.weight.int8_scale" not in stored_shapes(tmp_path / "q.safetensors")
+    model, _ = load_model(tmp_path / "q.safetensors", "toy", build)
+    for name, w in net.state_dict().items():
+        got = model.state_dict()[name]
+        step = w.abs().amax(dim=-1, keepdim=True) / 127 if w.dim() == 2 else 1e-3 * w.abs().max()
+        assert got.dtype == torch.float32 and ((got - w).abs() <= step / 2 + 1e-3 * w.abs()).all(), name
+    assert describe(tmp_path / "q.safetensors", "here")["parameters"] == sum(v.numel() for v in net.state_dict().values())
+
+
+def test_an_int8_list_naming_a_float_tensor_is_one_line(tmp_path):
+    meta = '{"task": "toy", "int8": ["w"]}'
+    p = _raw_file(tmp_path / "m.safetensors", {"__metadata__": {"dlkit": meta},
+                                                "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
+    with pytest.raises(ModelFileError, match="int8 list names tensors stored otherwise"):
+        read_meta(p)
+
+
 def test_bundled_names_resolve(tmp_path, monkeypatch):
     monkeypatch.setenv("DLKIT_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()

@@ -311,7 +311,7 @@ def _finish(cfg, rt, report, model, test, s, stopped) -> AdvTrainResult:
 
 
 def _save_model(cfg: AdvTrainConfig, model: Classifier, r: AdvTrainResult) -> None:
-    dtype = torch.float16 if cfg.save_dtype == "fp16" else None
+    dtype = cfg.save_dtype
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "data", "max_time")}
     metrics = {"test_accuracy": r.test_accuracy, "epochs": r.epochs, "steps": r.steps, "kept_epoch": r.kept_epoch,
                "stopped": r.stopped, "seconds": r.seconds}

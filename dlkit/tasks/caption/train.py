@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from dlkit.core.modelfile import load_model_file, save_model
+from dlkit.core.modelfile import as_stored, load_model_file, save_model
 from dlkit.core.state import save_state, state_path
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite, optimizer_step, warmup_cosine
@@ -326,7 +326,7 @@ class _Loop:
         return scores
 
     def _as_saved(self, t: torch.Tensor) -> torch.Tensor:
-        return t.half().float() if self.cfg.save_dtype == "fp16" and t.is_floating_point() else t.float()
+        return as_stored(t, self.cfg.save_dtype)
 
     def save_model(self, scores: dict) -> None:
         """Write the new best model (rank 0) and keep a CPU copy of it and its metadata for :meth:`test`."""

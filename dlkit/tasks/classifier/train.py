@@ -303,4 +303,4 @@ def _save(model: Classifier, cfg: TrainConfig, rc: RecipeConfig, metrics: dict, 
                            mean=model.mean, std=model.std, metrics=metrics, recipe=recipe,
                            training={"data": data, "train_images": run["images_seen"] // max(run["epochs"], 1)},
                            headline=f"test accuracy {100 * metrics['test_accuracy']:.2f}% (TTA level {rc.tta})",
-                           dtype=torch.float16 if cfg.save_dtype == "fp16" else None)
+                           dtype=cfg.save_dtype)

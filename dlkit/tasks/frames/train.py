@@ -244,7 +244,7 @@ class _Run:
             return
         if write_model:
             save_model(self.model_path, unwrap(self.gen).state_dict(), self.meta(step),
-                       dtype=torch.float16 if self.cfg.save_dtype == "fp16" else None)
+                       dtype=self.cfg.save_dtype)
         st = {"model": unwrap(self.gen).state_dict(), "opt_g": self.opt_g.state_dict(), "scaler": self.rt.scaler.state_dict(),
               "rng": rng_state(), "step": step, "elapsed": self.seconds(), "history": self.history,
               "metrics": self.metrics, "config": asdict(self.cfg)}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dlkit.core.atomic import check_writable_dir
-from dlkit.core.modelfile import check_shapes, load_model_file, save_model
+from dlkit.core.modelfile import as_stored, check_shapes, load_model_file, save_model
 from dlkit.core.state import check_resume, save_state, state_path
 from dlkit.core.threads import busy_watch
 from dlkit.core.errors import DlkitError, ModelFileError, UsageError
@@ -342,9 +342,7 @@ def finalize(model_path: Path, mcfg: GPTConfig, weights: dict, meta: dict, corpu
     """Measure the best model's exact validation loss (whole split, up to FULL_EVAL_TOKENS) and write the
     model file with it in its metadata. ``weights`` and ``meta`` are the best model's, kept in memory."""
     model = GPT(mcfg)
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
-    if save_dtype == "fp16":  # measure what the file holds
-        model.half().float()
+    model.load_state_dict({k: as_stored(v, save_dtype) for k, v in weights.items()})  # measure what the file holds
     model.to(device)
     val = Corpus(corpus.train, corpus.val[:FULL_EVAL_TOKENS], corpus.tokenizer, corpus.source)
     loss = full_val_loss(model, val, mcfg.block_size, device)
