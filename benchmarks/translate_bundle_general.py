@@ -11,6 +11,9 @@ Usage (see docs/translate.md, "Training the general models"):
 
 ``--card-only`` rewrites the card (and the recipe/hardware in the bundled file's metadata) from the figures the
 bundled file already holds, without translating anything again.
+
+``python benchmarks/translate_bundle_general.py --tables`` rewrites the results tables of docs/translate.md and
+benchmarks/RESULTS.md from the figures stored in the bundled en-fr and en-de files.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def main() -> None:
                                for k, r in rows.items()}
     meta["training"]["command"], meta["training"]["hardware"] = recipe, args.hardware
     meta["training"]["data"] = DATA_LABEL
+    if meta["training"]["recipe"].get("init"):  # fine-tuned (--init): what the starting model was and scored
+        meta["training"]["init"] = init_summary(meta["training"]["recipe"]["init"])
     meta["headline"] = (f"sacreBLEU {rows['tatoeba']['general'].bleu:.1f} Tatoeba held-out, "
                         f"{rows['newstest2013']['general'].bleu:.1f} newstest2013")
     meta["metrics"]["tatoeba_unquantised"] = {"bleu": trained.bleu, "chrf": trained.chrf}
@@ -93,6 +98,36 @@ def bundle_command(args) -> str:
     return paste + "\n" + line
 
 
+def init_summary(spec: str) -> dict:
+    """Training time and test figures of the model a fine-tuning run started from."""
+    from dlkit.core.modelfile import load_model_file
+
+    _, im = load_model_file(spec, "translate")
+    t = im["training"]
+    return {"file": Path(spec).name, "seconds": t["seconds"], "steps": t["steps"], "epochs": t["epochs"],
+            "test": {k: round(r["bleu"], 2) for k, r in im["metrics"].get("test", {}).items()},
+            "init": t.get("init")}
+
+
+def training_line(t: dict) -> str:
+    line = f"{t['seconds'] / 60:.0f} min wall time, {t['steps']} steps, {t['epochs']} full epochs"
+    chain, i = [], t.get("init")
+    while i:  # oldest first
+        chain.insert(0, f"{i['seconds'] / 60:.0f} min, {i['steps']} steps ({i['file']})")
+        i = i.get("init")
+    return line if not chain else "; then ".join(chain + [f"fine-tuned from it (--init): {line}"])
+
+
+def history(t: dict) -> str:
+    rows, i = [], t.get("init")
+    while i:
+        if i["test"]:
+            rows.append(f"- {i['file']} (the starting model): " + ", ".join(f"{k} {v:.2f}" for k, v in i["test"].items())
+                        + " BLEU, scored the same way.")
+        i = i.get("init")
+    return ("\n## History\n\n" + "\n".join(rows) + "\n") if rows else ""
+
+
 def make_card(name: str, meta: dict, out: Path, save_dtype: str) -> str:
     t, m = meta["training"], meta["metrics"]
     pair = f"{meta['text']['src_lang']}-{meta['text']['tgt_lang']}"
@@ -103,7 +138,7 @@ def make_card(name: str, meta: dict, out: Path, save_dtype: str) -> str:
     files = " + ".join(Path(d.split(":")[0]).name for d in t["recipe"]["data"])
     return CARD.format(name=name, pair=pair, tgt=pair.split("-")[1], cfg=meta["config"],
                        params=t["params"] / 1e6, size=out.stat().st_size / 1e6, data=files,
-                       minutes=t["seconds"] / 60, steps=t["steps"], epochs=t["epochs"], hardware=t["hardware"],
+                       training=training_line(t), history=history(t), hardware=t["hardware"],
                        rows="\n".join(lines), sig=test["tatoeba"]["signature"].replace("|", "\\|"),
                        chrf_sig=test["tatoeba"]["chrf_signature"].replace("|", "\\|"), beam=test["tatoeba"]["beam"],
                        recipe=t["command"], val=m["val_bleu"], dtype=STORAGE[save_dtype],
@@ -142,7 +177,7 @@ English->{tgt} translation for everyday text, the default of `dlkit translate` (
 | file | {size:.2f} MB ({dtype}; sentencepiece model inside) |
 | data | {data} (weights in the recipe); validation: English sentences held out of the mix (validation BLEU at selection {val:.2f}, greedy) |
 | hardware | {hardware} |
-| training | {minutes:.0f} min wall time, {steps} steps, {epochs} full epochs |
+| training | {training} |
 
 ## Test results (sacreBLEU, detokenised, beam {beam}, length penalty 0.6)
 
@@ -154,7 +189,7 @@ The figures are those of the bundled file; the trained file ({trained_dtype}, be
 (bundled: {stored:.2f}). BLEU signature `{sig}`; chrF signature `{chrf_sig}`. The Tatoeba test set is held out by English sentence
 (all translations of a held-out sentence, and no training pair with it); newstest2013 was not used for
 training or selection; Multi30k test_2016_flickr is the Multi30k papers' test split.
-
+{history}
 ## Recipe (exact commands)
 
 ```
@@ -172,5 +207,45 @@ The data are not included in dlkit.
 """
 
 
+ROWS = (("tatoeba", "Tatoeba held-out (by English sentence)", ">= {}"), ("newstest2013", "newstest2013", ">= {}"),
+        ("multi30k", "Multi30k test_2016_flickr", "within 3"))
+
+
+def tables() -> None:
+    """The two results tables, from the bundled files' stored figures (nothing is translated)."""
+    from dlkit.core.modelfile import load_model_file
+
+    tests = {}
+    for pair in TARGETS:
+        f = ZOO / f"{pair}.safetensors"
+        tests[pair] = load_model_file(f, "translate")[1]["metrics"]["test"] if f.exists() else {}
+    head = "| test set | " + " | ".join(f"{p} | multi30k-{p} | target" for p in TARGETS) + " |"
+    rule = "|---" * (1 + 3 * len(TARGETS)) + "|"
+    short, full = [head, rule], [head, rule]
+    for key, label, target in ROWS:
+        a, b = [], []
+        for pair, t in tests.items():
+            r, goal = t.get(key), target.format(TARGETS[pair].get(key))
+            if r is None:
+                a += ["", "", goal]
+                b += ["", "", goal]
+                continue
+            a += [f"**{r['bleu']:.2f}**", f"{r['multi30k_model_bleu']:.2f}", goal]
+            b += [f"**{r['bleu']:.2f}** (chrF {r['chrf']:.2f})", f"{r['multi30k_model_bleu']:.2f}", goal]
+        pairs = " / ".join(f"{t[key]['pairs']:,}" for t in tests.values() if key in t)
+        short.append(f"| {label} | " + " | ".join(a) + " |")
+        full.append(f"| {label} ({pairs} pairs) | " + " | ".join(b) + " |")
+    root = ZOO.parent.parent
+    for page, tag, rows in ((root / "docs" / "translate.md", "general-table", short),
+                            (root / "benchmarks" / "RESULTS.md", "general-results", full)):
+        text = page.read_text()
+        start, end = f"<!-- {tag}:start -->\n", f"<!-- {tag}:end -->"
+        i, j = text.index(start) + len(start), text.index(end)
+        page.write_text(text[:i] + "\n".join(rows) + "\n" + text[j:])
+        print(f"{page.relative_to(root)}: {tag} rewritten")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    tables() if sys.argv[1:] == ["--tables"] else main()

@@ -144,11 +144,12 @@ def models(ctx: typer.Context, json_out: Json = False) -> None:
     if not rows:
         typer.echo("no models found", err=True)
         return
-    header = f"{'name':<22} {'task':<10} {'params':>8} {'size':>9}  {'data':<28} metric"
+    w = max([22] + [len(m["name"]) for m in rows])  # the name column fits the longest name
+    header = f"{'name':<{w}} {'task':<10} {'params':>8} {'size':>9}  {'data':<28} metric"
     typer.echo(header)
     for m in rows:
         typer.echo(
-            f"{m['name']:<22} {m['task'] or '?':<10} {_human(m['parameters'], ''):>8} {_human(m['size_bytes']):>9}  "
+            f"{m['name']:<{w}} {m['task'] or '?':<10} {_human(m['parameters'], ''):>8} {_human(m['size_bytes']):>9}  "
             f"{str(m['data'] or '-')[:28]:<28} {m['metric'] or '-'}"
         )
 

@@ -58,6 +58,9 @@ Precision = Annotated[str, opt("--precision", choices=("auto", "fp32", "bf16", "
                                help="auto: bf16 on GPUs, fp32 on CPU")]
 Threads = Annotated[Optional[int], opt("--threads", min=1, help="CPU threads for torch (default: measured).",
                                        panel="Runtime")]
+MemoryFormat = Annotated[str, opt("--memory-format", choices=("auto", "contiguous", "channels-last"), panel="Runtime",
+                                  help="Convolution layout for training. auto: channels-last on a CPU where it "
+                                       "was measured faster (benchmarks/RESULTS.md, CPU speed)")]
 Seed = Annotated[int, opt("--seed", help="Random seed (same seed, same result on CPU).", panel="Runtime")]
 
 Json = Annotated[bool, opt("--json", help="Machine-readable JSON Lines on stdout.", panel="Output")]

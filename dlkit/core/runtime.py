@@ -44,6 +44,7 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     scaler: torch.amp.GradScaler = field(default=None, repr=False)  # type: ignore[assignment]
+    channels_last: bool = False  # convolutional models are trained in channels_last (see resolve_memory_format)
 
     @property
     def distributed(self) -> bool:
@@ -64,8 +65,11 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device and wrap in DDP when distributed. Save ``unwrap(model)``, never the wrapper."""
+        """Move to the device (channels_last where :attr:`channels_last`) and wrap in DDP when distributed. Save
+        ``unwrap(model)``, never the wrapper (its state dict holds the same values in either memory format)."""
         model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -150,6 +154,25 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 # load 1.2), and the training loss over 200 steps as nanoGPT's fp32 (benchmarks/RESULTS.md). The small GPT gains nothing from
 # bf16 and stays out ("lm" and "lm-small"); the other families wait for their quality checks.
 CPU_AUTO_BF16: frozenset[str] = frozenset({"lm-large"})
+
+
+# --memory-format auto on a CPU, per model family: channels_last where benchmarks/cpu_speed.py measured the fp32
+# training step faster in it (table in benchmarks/RESULTS.md: superres 1.07x, random-labels 1.51x, frames 1.19x;
+# the caption encoder, the adversarial victim and the airbench recipe were channels_last already). DCGAN (1.02x,
+# within the noise) stays contiguous. The format changes the order of the sums, not the model: the same values
+# to float rounding, so no quality check is needed beyond the tests'.
+CPU_CHANNELS_LAST: frozenset[str] = frozenset({"superres", "random-labels", "frames"})
+MEMORY_FORMATS = ("auto", "contiguous", "channels-last")
+
+
+def resolve_memory_format(spec: str, device: torch.device, family: str | None = None) -> bool:
+    """True for channels_last: forced by ``channels-last``, or 'auto' on a CPU for a family in
+    :data:`CPU_CHANNELS_LAST` (GPUs keep the contiguous format: not measured there)."""
+    if spec not in MEMORY_FORMATS:
+        raise UsageError(f"--memory-format {spec}: expected one of {', '.join(MEMORY_FORMATS)}")
+    if spec != "auto":
+        return spec == "channels-last"
+    return device.type == "cpu" and family in CPU_CHANNELS_LAST
 
 
 def cpu_bf16() -> bool:
@@ -242,9 +265,9 @@ def check_seed(seed: int) -> None:
 
 
 def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,
-                 threads: int | None = None, family: str | None = None) -> Runtime:
-    """Resolve device and precision once (``family``: what 'auto' means on a CPU, see resolve_precision), seed
-    every RNG, join DDP when launched by torchrun."""
+                 threads: int | None = None, family: str | None = None, memory_format: str = "auto") -> Runtime:
+    """Resolve device, precision and memory format once (``family``: what 'auto' means on a CPU, see
+    resolve_precision and resolve_memory_format), seed every RNG, join DDP when launched by torchrun."""
     check_seed(seed)
     set_threads(threads)
     rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
@@ -255,7 +278,8 @@ def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, d
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(seed)
     scaler = torch.amp.GradScaler(dev.type if dev.type != "mps" else "cpu", enabled=prec == "fp16")
-    return Runtime(dev, prec, seed, rank, world, local_rank, scaler)
+    return Runtime(dev, prec, seed, rank, world, local_rank, scaler,
+                   channels_last=resolve_memory_format(memory_format, dev, family))
 
 
 def shutdown(rt: Runtime) -> None:

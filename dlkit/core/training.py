@@ -57,6 +57,7 @@ def run_training(
     distributed: bool = True,
     render: Callable[[R, Reporter], None] | None = None,
     family: str | None = None,
+    memory_format: str = "auto",
 ) -> R:
     """Run ``train(cfg, rt, report, stop)`` under the policies above and return its result (``family``: the
     model family that ``--precision auto`` looks up on a CPU, see core.runtime.resolve_precision)."""
@@ -69,7 +70,8 @@ def run_training(
         report = Reporter(quiet=quiet, json_mode=json_out)
         stop = StopSignal()
         report.on_stdout_closed = lambda: stop.request(None)
-        rt = make_runtime(device, precision, seed, distributed=distributed, threads=threads, family=family)
+        rt = make_runtime(device, precision, seed, distributed=distributed, threads=threads, family=family,
+                          memory_format=memory_format)
         try:
             with catch_signals(stop):
                 result = train(cfg, rt, report, stop)

@@ -142,3 +142,34 @@ def test_busy_watch_is_a_no_op_with_dlkit_short_spin():
     watch()
     assert not isinstance(watch, threads.BusyWatch) and torch.get_num_threads() == before
     assert isinstance(threads.busy_watch(environ={"GOMP_SPINCOUNT": threads.IDLE_SPIN_COUNT}), threads.BusyWatch)
+
+
+def test_memory_format_auto_is_channels_last_for_the_measured_families_on_cpu_only():
+    from dlkit.core.runtime import CPU_CHANNELS_LAST, resolve_memory_format
+
+    assert {"superres", "random-labels", "frames"} <= CPU_CHANNELS_LAST and "gan" not in CPU_CHANNELS_LAST
+    assert resolve_memory_format("auto", CPU, "superres") is True
+    assert resolve_memory_format("auto", CPU, "gan") is False and resolve_memory_format("auto", CPU, None) is False
+    assert resolve_memory_format("auto", torch.device("cuda"), "superres") is False  # not measured on GPUs
+    assert resolve_memory_format("contiguous", CPU, "superres") is False  # the user's choice wins
+    assert resolve_memory_format("channels-last", CPU, "gan") is True
+    with pytest.raises(UsageError, match="--memory-format"):
+        resolve_memory_format("nhwc", CPU, "superres")
+
+
+def test_runtime_wrap_puts_conv_weights_in_channels_last_and_saves_the_same_values():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 3, 9, 9)
+    y_ref = net(x)
+    rt = runtime.make_runtime("cpu", "fp32", 0, distributed=False, threads=1, family="superres")
+    assert rt.channels_last
+    wrapped = rt.wrap(net)
+    assert wrapped[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not wrapped[0].weight.is_contiguous()
+    assert torch.allclose(wrapped(x), y_ref, atol=1e-5)
+    assert all(torch.equal(v, ref[k]) for k, v in wrapped.state_dict().items())
+    rt2 = runtime.make_runtime("cpu", "fp32", 0, distributed=False, threads=1, family="superres",
+                               memory_format="contiguous")
+    assert not rt2.channels_last and rt2.wrap(torch.nn.Conv2d(3, 8, 3)).weight.is_contiguous()

@@ -12,7 +12,7 @@ import torch
 from conftest import StopAt
 from PIL import Image
 
-from dlkit.core.modelfile import save_model
+from dlkit.core.modelfile import load_model_file, save_model
 from dlkit.core.errors import Interrupted, ModelFileError, UsageError
 from dlkit.tasks.superres.protocol import imresize, sr_metrics
 from dlkit.core.report import Reporter
@@ -237,6 +237,16 @@ def test_cli_train_end_to_end(invoke, hr_dir, tmp_path):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and "eval" in kinds and kinds[-1] == "result"
     assert Path(events[-1]["model"]).exists()
+    assert events[0]["memory_format"] == "channels-last"  # the CPU default for superres (measured faster)
+    # forced contiguous: the same run to float rounding (the format changes the order of sums, not the model)
+    r2 = invoke("superres-train", "--data", hr_dir, "--preset", "tiny", "--scale", "2", "--patch", "12",
+                "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--val", hr_dir, "--out", tmp_path / "run2",
+                "--json", "--device", "cpu", "--memory-format", "contiguous")
+    assert r2.exit_code == 0, r2.stderr
+    assert json.loads(r2.stdout.splitlines()[0])["memory_format"] == "contiguous"
+    a, _ = load_model_file(events[-1]["model"], "superres")
+    b, _ = load_model_file(json.loads(r2.stdout.splitlines()[-1])["model"], "superres")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
     r = invoke("superres-train", "--data", hr_dir, "--scale", "5", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--scale" in r.stderr and r.stdout == ""
 

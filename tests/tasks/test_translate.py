@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from dlkit.cli import app
 from dlkit.core.modelfile import load_model_file, save_model
 from dlkit.core.state import load_state
-from dlkit.core.errors import DataError, Interrupted, ModelFileError
+from dlkit.core.errors import DataError, Interrupted, ModelFileError, UsageError
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import make_runtime
 from dlkit.tasks.translate import data as D
@@ -542,3 +542,22 @@ def test_translate_job_returns_what_the_command_prints(model_path, tmp_path):
     done = translate_job(TranslateJob(model=model_path, texts=["wa", "wb", "wc"], ref=str(tmp_path / "ref.txt")), rt,
                          Reporter(quiet=True), emit=lambda r: first.append(r) and False)
     assert len(first) == 1 and not done.delivered and done.bleu is None  # the reader left: no BLEU either
+
+
+def test_init_fine_tunes_from_a_model_with_its_shape_and_subwords(toy_model, tmp_path):
+    """--init: the run starts from the model's weights and subwords (its shape options win over this run's), and
+    a model for other languages is refused."""
+    base = toy_model[1]
+    cfg = toy_config(tmp_path, init=str(toy_model[0].model_path), d_model=32, vocab_size=40, epochs=1, lr=1e-12,
+                     warmup=0)
+    result = train(cfg, make_runtime("cpu", "fp32", 1, threads=1), Reporter(quiet=True))
+    tuned = load_translator(result.model_path)
+    assert tuned.model.cfg == base.model.cfg and tuned.model.cfg.d_model == 64
+    assert tuned.pipe.to_meta() == base.pipe.to_meta()
+    a, b = base.model.state_dict(), tuned.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # lr ~0: still the init model
+    assert result.history[0]["bleu"] == pytest.approx(toy_model[0].history[-1]["bleu"], abs=5.0)
+    assert result.history[0]["bleu"] > 50
+    with pytest.raises(UsageError, match="translates xx-yy; this run is xx-zz"):
+        train(toy_config(tmp_path, init=str(toy_model[0].model_path), pair="xx-zz", out=str(tmp_path / "z")),
+              make_runtime("cpu", "fp32", 1, threads=1), Reporter(quiet=True))

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import (BatchSize, Device, Json, Lr, MaxTime, Models, Out, Overwrite, Precision, Quiet, Resume,
-                                SaveDtype, Seed, Steps, Threads, opt)
+from dlkit.core.options import (BatchSize, Device, Json, Lr, MaxTime, MemoryFormat, Models, Out, Overwrite, Precision,
+                                Quiet, Resume, SaveDtype, Seed, Steps, Threads, opt)
 
 app = typer.Typer()
 PRESETS = ("simvp-cpu", "convlstm-cpu", "simvp", "convlstm")  # dlkit.tasks.frames.model.PRESETS (a test keeps them equal)
@@ -50,6 +50,7 @@ def frame_predict_train(
     overwrite: Overwrite = False,
     device: Device = "auto",
     precision: Precision = "auto",
+    memory_format: MemoryFormat = "auto",
     threads: Threads = None,
     seed: Seed = 0,
     json_out: Json = False,
@@ -90,7 +91,8 @@ def frame_predict_train(
             report.result(result.model_path)
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
-                 threads=threads, json_out=json_out, quiet=quiet, render=render)
+                 threads=threads, json_out=json_out, quiet=quiet, render=render, family="frames",
+                 memory_format=memory_format)
 
 
 @app.command("frame-predict")

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import (BatchSize, Data, Device, Download, Json, Lr, MaxTime, Out, Overwrite, Precision, Quiet,
-                                Resume, SaveDtype, Seed, Threads, opt)
+from dlkit.core.options import (BatchSize, Data, Device, Download, Json, Lr, MaxTime, MemoryFormat, Out, Overwrite,
+                                Precision, Quiet, Resume, SaveDtype, Seed, Threads, opt)
 
 app = typer.Typer()
 
@@ -58,6 +58,7 @@ def fit_random_labels(
     overwrite: Overwrite = False,
     device: Device = "auto",
     precision: Precision = "auto",
+    memory_format: MemoryFormat = "auto",
     seed: Seed = 0,
     threads: Threads = None,
     json_out: Json = False,
@@ -103,4 +104,5 @@ def fit_random_labels(
     )
     run_training(fit, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
                  threads=threads, json_out=json_out, quiet=quiet,
-                 render=render)
+                 render=render, family="random-labels",
+                 memory_format=memory_format)

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from dlkit.core.errors import UsageError
-from dlkit.core.options import (BatchSize, Device, Json, Lr, MaxTime, Models, Out, Overwrite, Precision, Quiet, Resume,
-                                SaveDtype, Seed, Steps, Threads, opt)
+from dlkit.core.options import (BatchSize, Device, Json, Lr, MaxTime, MemoryFormat, Models, Out, Overwrite, Precision,
+                                Quiet, Resume, SaveDtype, Seed, Steps, Threads, opt)
 from dlkit.tasks.superres import DEFAULT_MAX_PIXELS
 
 app = typer.Typer()
@@ -50,6 +50,7 @@ def superres_train(
     overwrite: Overwrite = False,
     device: Device = "auto",
     precision: Precision = "auto",
+    memory_format: MemoryFormat = "auto",
     threads: Threads = None,
     seed: Seed = 0,
     json_out: Json = False,
@@ -86,7 +87,8 @@ def superres_train(
     )
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
-                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained)
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained, family="superres",
+                 memory_format=memory_format)
 
 
 def _trained(result, report) -> None:

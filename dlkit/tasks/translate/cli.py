@@ -59,6 +59,8 @@ def translate_train(
     average_last: Annotated[int, opt("--average-last", min=1, help="Average the last N validated checkpoints.", panel=_T)] = 1,
     log_every: Annotated[int, opt("--log-every", min=1, help="Steps between loss reports.", panel=_T)] = 20,
     max_time: MaxTime = None,
+    init: Annotated[Optional[str], opt("--init", metavar="MODEL", help="Fine-tune this translate model (name or "
+                    "path): its weights, shape and subwords; the model options above are ignored.", panel=_M)] = None,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -85,6 +87,8 @@ def translate_train(
 
       dlkit translate-train --src train.en --tgt train.de --arch lstm-attention --epochs 10
 
+      dlkit translate-train --pair en-fr --init en-fr --data my-pairs.tsv --lr 3e-4 --warmup 100 --out runs/mine
+
       torchrun --nproc_per_node=2 -m dlkit translate-train --tsv pairs.tsv --pair en-de --out runs/ddp
     """
     if (src is None) != (tgt is None):
@@ -102,7 +106,7 @@ def translate_train(
         subword=subword, joint_vocab=not separate_vocab, max_tokens=max_tokens, epochs=epochs, lr=lr, warmup=warmup,
         weight_decay=weight_decay, label_smoothing=label_smoothing, clip=clip, eval_every=eval_every,
         patience=patience, average_last=average_last, max_time=max_time, seed=seed,
-        save_dtype=save_dtype, resume=resume, overwrite=overwrite, log_every=log_every,
+        save_dtype=save_dtype, resume=resume, overwrite=overwrite, log_every=log_every, init=init,
     )
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,

@@ -67,7 +67,8 @@ class TrainConfig:
     save_dtype: str = "fp32"
     resume: bool = False
     overwrite: bool = False
-    log_every: int = 20  # steps between loss reports (the only host syncs of the loss)
+    log_every: int = 20
+    init: str | None = None  # fine-tune: weights, shape and subwords from this translate model (name or path)  # steps between loss reports (the only host syncs of the loss)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one folder or file, as library callers gave it before
@@ -75,7 +76,7 @@ class TrainConfig:
 
 
 # settings that decide tensor shapes (or the text pipeline): --resume with other values is refused
-SHAPE_KEYS = ("arch", "preset", "d_model", "layers", "attention", "vocab_size", "subword", "joint_vocab")
+SHAPE_KEYS = ("arch", "preset", "d_model", "layers", "attention", "vocab_size", "subword", "joint_vocab", "init")
 
 
 @dataclass
@@ -147,8 +148,19 @@ def average_files(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------ training
+def load_init(cfg: TrainConfig, sl: str, tl: str):
+    """The --init model (fine-tuning): its network and text pipeline, checked against this run's languages."""
+    from dlkit.tasks.translate.infer import load_translator
+
+    tr = load_translator(cfg.init)
+    if (tr.pipe.src_lang, tr.pipe.tgt_lang) != (sl, tl):
+        raise UsageError(f"--init {cfg.init} translates {tr.pipe.src_lang}-{tr.pipe.tgt_lang}; this run is {sl}-{tl}")
+    return tr
+
+
 def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
     m, sl, tl = C.load_text(cfg, report.warn)
+    init = load_init(cfg, sl, tl) if cfg.init else None
     src, tgt, vs, vt = m.src, m.tgt, m.valid_src, m.valid_tgt
     report.info(f"translate-train: {len(src):,} training pairs, {len(vs):,} validation pairs ({sl} -> {tl})"
                 + ("; " + ", ".join(f"{x['name']} x{x['weight']:g}: {x['train']:,}" for x in m.sources)
@@ -156,9 +168,11 @@ def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
     s_tok, t_tok = D.moses_all(src, tgt, sl, tl)
     if state is not None:
         pipe = D.TextPipeline.from_meta(state["text"])
+    elif init is not None:
+        pipe = init.pipe
     else:
         pipe = D.TextPipeline.learn(s_tok, t_tok, sl, tl, cfg.vocab_size, cfg.subword, cfg.joint_vocab)
-    mcfg = model_config(cfg, pipe)
+    mcfg = init.model.cfg if init is not None else model_config(cfg, pipe)
     train_set = D.encode_corpus(pipe, s_tok, t_tok, mcfg.max_len)
     if not train_set.src:
         raise DataError("no usable training pairs (all empty after tokenisation)")
@@ -166,7 +180,8 @@ def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
     valid = D.encode_corpus(pipe, vs_tok, vt_tok, mcfg.max_len)
     keep = [i for i, (s, t) in enumerate(zip(vs_tok, vt_tok)) if s and t]
     refs = [vt[i] for i in keep]
-    return pipe, mcfg, train_set, valid, refs
+    weights = init.model.state_dict() if init is not None else None
+    return pipe, mcfg, train_set, valid, refs, weights
 
 
 @dataclass
@@ -234,8 +249,10 @@ def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Enco
     if cfg.resume:
         state = resume_state(state_path(Path(cfg.out) / MODEL_FILE), TASK, config=asdict(cfg), shape_keys=SHAPE_KEYS,
                              required=("model", "optimizer", "rng", "text", "config", "progress"))
-    pipe, mcfg, train_set, valid, refs = prepare(cfg, state, report)
+    pipe, mcfg, train_set, valid, refs, weights = prepare(cfg, state, report)
     model = build_model(mcfg)
+    if weights is not None:
+        model.load_state_dict(weights)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     s = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad": 0, "elapsed": 0.0, "history": [], "snapshots": [],
          "tokens": 0}
