@@ -110,7 +110,8 @@ def init_summary(spec: str) -> dict:
 
 
 def training_line(t: dict) -> str:
-    line = f"{t['seconds'] / 60:.0f} min wall time, {t['steps']} steps, {t['epochs']} full epochs"
+    epochs = f"{t['epochs']} full epoch{'s' * (t['epochs'] != 1)}" if t["epochs"] else "less than one epoch of the mix"
+    line = f"{t['seconds'] / 60:.0f} min wall time, {t['steps']} steps, {epochs}"
     chain, i = [], t.get("init")
     while i:  # oldest first
         chain.insert(0, f"{i['seconds'] / 60:.0f} min, {i['steps']} steps ({i['file']})")

@@ -147,7 +147,8 @@ def test_busy_watch_is_a_no_op_with_dlkit_short_spin():
 def test_memory_format_auto_is_channels_last_for_the_measured_families_on_cpu_only():
     from dlkit.core.runtime import CPU_CHANNELS_LAST, resolve_memory_format
 
-    assert {"superres", "random-labels", "frames"} <= CPU_CHANNELS_LAST and "gan" not in CPU_CHANNELS_LAST
+    assert {"superres", "random-labels"} <= CPU_CHANNELS_LAST
+    assert not {"gan", "frames"} & CPU_CHANNELS_LAST  # not faster on every CPU measured
     assert resolve_memory_format("auto", CPU, "superres") is True
     assert resolve_memory_format("auto", CPU, "gan") is False and resolve_memory_format("auto", CPU, None) is False
     assert resolve_memory_format("auto", torch.device("cuda"), "superres") is False  # not measured on GPUs

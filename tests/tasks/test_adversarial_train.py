@@ -98,9 +98,10 @@ def test_adversarial_training_beats_standard_under_pgd(data, tmp_path):
 
 def test_catastrophic_overfitting_stops_and_keeps_the_last_good_epoch(data, tmp_path):
     # FGSM without a random start, eps 0.25 and a high learning rate: FGSM accuracy reaches 100% while PGD
-    # accuracy on the training batch falls (Wong et al. 2020's catastrophic overfitting)
-    r = train(data, tmp_path / "co", method="fgsm", eps=0.25, lr=0.03, epochs=12, overfit_drop=0.15)
-    assert r.stopped == "overfit" and r.epochs < 12 and r.kept_epoch == r.epochs - 1
+    # accuracy on the training batch falls (Wong et al. 2020's catastrophic overfitting). The epoch it comes in
+    # depends on the CPU's float rounding (before epoch 12 on an AMD EPYC, at 12 on an Intel Xeon): room up to 20.
+    r = train(data, tmp_path / "co", method="fgsm", eps=0.25, lr=0.03, epochs=20, overfit_drop=0.15)
+    assert r.stopped == "overfit" and r.epochs < 20 and r.kept_epoch == r.epochs - 1
     last, kept = r.history[-1], r.history[r.kept_epoch - 1]
     assert last.pgd < kept.pgd - 0.15 and last.fgsm >= kept.fgsm
     state = torch.load(tmp_path / "co" / "state.pt", weights_only=True)
