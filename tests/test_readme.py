@@ -2,8 +2,11 @@
 
 Every ```console block of README.md and of the task pages in docs/ is a list of `$ command` lines, each
 followed by the stdout it prints on a fresh clone (bundled models and sample_data/ only). The slow test runs
-them in a temporary folder with an empty $DLKIT_HOME and compares stdout line by line; wall times
-("0.1 s") are the only thing masked. The fast tests check the README's size, its command table and links.
+them in a temporary folder with an empty $DLKIT_HOME and compares stdout line by line: the text exactly, wall
+times ("0.1 s") not at all, other numbers within 5% (or one unit of their last printed digit), since CPUs round
+floats differently and the same example gives 97.6% on one and 98.2% on another. A block that follows the HTML
+comment `<!-- numbers vary by CPU -->` (a GAN trained for seconds lands elsewhere on each CPU) is compared by
+its text only. The fast tests check the README's size, its command table and links.
 """
 
 from __future__ import annotations
@@ -22,18 +25,23 @@ README = ROOT / "README.md"
 # the task guides this repository's README links to; their console blocks run like the README's
 GUIDES = ["lm", "translate", "superres", "caption", "gan", "adversarial", "random-labels"]
 TIME = re.compile(r"\b\d+(\.\d+)? s$")
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+REL_TOL = 0.05
+VARY = "<!-- numbers vary by CPU -->"
 
 
-def console_examples(path: Path) -> list[tuple[str, list[str]]]:
-    """[(command, expected stdout lines)] from the ```console blocks of a Markdown file."""
-    examples, block = [], None
+def console_examples(path: Path) -> list[tuple[str, list[str], bool]]:
+    """[(command, expected stdout lines, numbers compared)] from the ```console blocks of a Markdown file."""
+    examples, block, vary, previous = [], None, False, ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if block is None:
             if line.strip() == "```console":
-                block = []
+                block, vary = [], previous.strip() == VARY
+            if line.strip():
+                previous = line
             continue
         if line.strip() == "```":
-            examples += block
+            examples += [(cmd, out, not vary) for cmd, out in block]
             block = None
         elif line.startswith("$ "):
             block.append((line[2:], []))
@@ -44,6 +52,41 @@ def console_examples(path: Path) -> list[tuple[str, list[str]]]:
 
 def normalise(lines: list[str]) -> list[str]:
     return [TIME.sub("<time>", line.rstrip()) for line in lines]
+
+
+def _number(text: str) -> tuple[float, float]:
+    """The value and one unit of its last printed digit."""
+    digits = text.replace(",", "").split("e")[0]
+    places = len(digits.split(".")[1]) if "." in digits else 0
+    return float(text.replace(",", "")), 10.0 ** -places
+
+
+def same_output(got: list[str], expected: list[str], numbers: bool = True) -> bool:
+    """Line by line: the same text around the numbers (runs of spaces count as one: columns shift when a number
+    grows a digit), and each number within REL_TOL or one unit of its last digit (when ``numbers``)."""
+    if len(got) != len(expected):
+        return False
+    for g, e in zip(normalise(got), normalise(expected)):
+        if g == e:
+            continue
+        if [" ".join(t.split()) for t in NUMBER.split(g)] != [" ".join(t.split()) for t in NUMBER.split(e)]:
+            return False
+        if numbers:
+            for a, b in zip(NUMBER.findall(g), NUMBER.findall(e)):
+                (x, _), (y, unit) = _number(a), _number(b)
+                if abs(x - y) > max(REL_TOL * abs(y), unit * 1.0001):
+                    return False
+    return True
+
+
+def test_same_output_tolerates_rounding_not_other_words_or_far_numbers():
+    assert same_output(["  1  cat   39.4%   gibbon   98.2%"], ["  1  cat   39.4%   gibbon   97.6%"])
+    assert same_output(["loss 0.101 at 9.9%"], ["loss 0.100 at 10.1%"])  # a digit more shifts the columns
+    assert not same_output(["  1  cat   39.4%   panda    98.2%"], ["  1  cat   39.4%   gibbon   97.6%"])
+    assert not same_output(["kl=0.5167"], ["kl=0.1974"])
+    assert same_output(["kl=0.5167"], ["kl=0.1974"], numbers=False)
+    assert not same_output(["n=10000"], ["n=10000", "more"])
+    assert not same_output(["step 120"], ["step 100"]) and same_output(["took 3.2 s"], ["took 9.9 s"])
 
 
 def test_readme_is_short_and_has_the_two_quickstart_commands():
@@ -100,7 +143,8 @@ def test_no_internal_paths_or_issue_numbers_in_user_docs():
 def test_examples_are_found():
     readme = console_examples(README)
     assert len(readme) >= 12
-    assert any(cmd.startswith("dlkit lm-sample") for cmd, _ in readme)
+    assert any(cmd.startswith("dlkit lm-sample") for cmd, _, _ in readme)
+    assert sum(not numbers for _, _, numbers in readme) <= 3  # text-only comparison stays the exception
     for guide in GUIDES:
         assert console_examples(ROOT / "docs" / f"{guide}.md"), f"docs/{guide}.md has no console example"
 
@@ -123,12 +167,12 @@ def workdir(tmp_path):
 
 def run_examples(page: Path, workdir) -> None:
     cwd, env = workdir
-    for command, expected in console_examples(page):
+    for command, expected, numbers in console_examples(page):
         r = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True,
                            text=True, timeout=600)
         assert r.returncode == 0, f"{page.name}: `{command}` exited {r.returncode}: {r.stderr[-600:]}"
-        got = normalise(r.stdout.splitlines())
-        assert got == normalise(expected), f"{page.name}: `{command}` printed:\n{r.stdout}"
+        assert same_output(r.stdout.splitlines(), expected, numbers), \
+            f"{page.name}: `{command}` printed:\n{r.stdout}\nexpected:\n" + "\n".join(expected)
 
 
 @pytest.mark.slow
