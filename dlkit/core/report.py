@@ -97,13 +97,14 @@ class Reporter:
     def start(self, title: str, what: str, rt, step: int = 0, unit: str = "step", **fields: Any) -> None:
         """The banner of a training run: ``title: what; device, precision[, channels-last][, N processes]
         [, resuming at <unit> S]`` on stderr, and a ``start`` event with ``fields``, the step and the runtime
-        (``rt``: a core.runtime.Runtime)."""
-        cl = bool(getattr(rt, "channels_last", False))
-        self.info(f"{title}: {what}; {rt.device}, {rt.precision}" + (", channels-last" if cl else "")
+        (``rt``: a core.runtime.Runtime; ``memory_format`` only for commands that choose it through the runtime)."""
+        fmt = {} if rt.channels_last is None else {
+            "memory_format": "channels-last" if rt.channels_last else "contiguous"}
+        self.info(f"{title}: {what}; {rt.device}, {rt.precision}" + (", channels-last" if rt.channels_last else "")
                   + (f", {rt.world_size} processes" if rt.distributed else "")
                   + (f", resuming at {unit} {step}" if step else ""))
         self.event("start", **fields, step=step, world_size=rt.world_size, device=str(rt.device),
-                   precision=rt.precision, memory_format="channels-last" if cl else "contiguous")
+                   precision=rt.precision, **fmt)
 
     def trained(self, model_path: str, summary: str, **fields: Any) -> None:
         """The end of a ``*-train`` command: a ``result`` event with ``fields`` (--json), ``summary`` on stderr

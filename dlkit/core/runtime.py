@@ -44,7 +44,9 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     scaler: torch.amp.GradScaler = field(default=None, repr=False)  # type: ignore[assignment]
-    channels_last: bool = False  # convolutional models are trained in channels_last (see resolve_memory_format)
+    # convolutional models trained in channels_last (resolve_memory_format); None: the command does not choose the
+    # format through the runtime (its own code may, e.g. the caption encoder)
+    channels_last: bool | None = None
 
     @property
     def distributed(self) -> bool:
@@ -266,9 +268,10 @@ def check_seed(seed: int) -> None:
 
 
 def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, distributed: bool = True,
-                 threads: int | None = None, family: str | None = None, memory_format: str = "auto") -> Runtime:
-    """Resolve device, precision and memory format once (``family``: what 'auto' means on a CPU, see
-    resolve_precision and resolve_memory_format), seed every RNG, join DDP when launched by torchrun."""
+                 threads: int | None = None, family: str | None = None, memory_format: str | None = None) -> Runtime:
+    """Resolve device, precision and (for commands with --memory-format) memory format once (``family``: what
+    'auto' means on a CPU, see resolve_precision and resolve_memory_format), seed every RNG, join DDP when
+    launched by torchrun."""
     check_seed(seed)
     set_threads(threads)
     rank, world, local_rank = _init_distributed() if distributed else (0, 1, 0)
@@ -279,8 +282,8 @@ def make_runtime(device: str = "auto", precision: str = "auto", seed: int = 0, d
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(seed)
     scaler = torch.amp.GradScaler(dev.type if dev.type != "mps" else "cpu", enabled=prec == "fp16")
-    return Runtime(dev, prec, seed, rank, world, local_rank, scaler,
-                   channels_last=resolve_memory_format(memory_format, dev, family))
+    cl = None if memory_format is None else resolve_memory_format(memory_format, dev, family)
+    return Runtime(dev, prec, seed, rank, world, local_rank, scaler, channels_last=cl)
 
 
 def shutdown(rt: Runtime) -> None:

@@ -57,7 +57,7 @@ def run_training(
     distributed: bool = True,
     render: Callable[[R, Reporter], None] | None = None,
     family: str | None = None,
-    memory_format: str = "auto",
+    memory_format: str | None = None,
 ) -> R:
     """Run ``train(cfg, rt, report, stop)`` under the policies above and return its result (``family``: the
     model family that ``--precision auto`` looks up on a CPU, see core.runtime.resolve_precision)."""

@@ -164,7 +164,7 @@ def test_runtime_wrap_puts_conv_weights_in_channels_last_and_saves_the_same_valu
     ref = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.randn(2, 3, 9, 9)
     y_ref = net(x)
-    rt = runtime.make_runtime("cpu", "fp32", 0, distributed=False, threads=1, family="superres")
+    rt = runtime.make_runtime("cpu", "fp32", 0, distributed=False, threads=1, family="superres", memory_format="auto")
     assert rt.channels_last
     wrapped = rt.wrap(net)
     assert wrapped[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -180,8 +180,7 @@ def prepare(cfg: TrainConfig, state: dict | None, report: Reporter):
     valid = D.encode_corpus(pipe, vs_tok, vt_tok, mcfg.max_len)
     keep = [i for i, (s, t) in enumerate(zip(vs_tok, vt_tok)) if s and t]
     refs = [vt[i] for i in keep]
-    weights = init.model.state_dict() if init is not None else None
-    return pipe, mcfg, train_set, valid, refs, weights
+    return pipe, mcfg, train_set, valid, refs, (init.model.train() if init is not None else None)
 
 
 @dataclass
@@ -249,10 +248,8 @@ def setup(cfg: TrainConfig, rt: Runtime, report: Reporter) -> tuple[_Run, D.Enco
     if cfg.resume:
         state = resume_state(state_path(Path(cfg.out) / MODEL_FILE), TASK, config=asdict(cfg), shape_keys=SHAPE_KEYS,
                              required=("model", "optimizer", "rng", "text", "config", "progress"))
-    pipe, mcfg, train_set, valid, refs, weights = prepare(cfg, state, report)
-    model = build_model(mcfg)
-    if weights is not None:
-        model.load_state_dict(weights)
+    pipe, mcfg, train_set, valid, refs, init_model = prepare(cfg, state, report)
+    model = init_model if init_model is not None else build_model(mcfg)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     s = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad": 0, "elapsed": 0.0, "history": [], "snapshots": [],
          "tokens": 0}
