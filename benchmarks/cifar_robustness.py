@@ -44,12 +44,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from dlkit.vision.classifier import load_classifier, to_float
     from dlkit.vision.datasets import load_dataset
 
-    model = load_classifier(args.model).float().eval()
+    dev = torch.device(args.device)
+    model = load_classifier(args.model).float().eval().to(dev)
     test = load_dataset("cifar10", "test", args.data)
     if args.per_class:
         keep = torch.cat([torch.nonzero(test.labels == k).flatten()[:args.per_class] for k in range(len(test.classes))])
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     for i in range(0, len(test), args.batch_size):
-        x, y = to_float(test.images[i:i + args.batch_size]), test.labels[i:i + args.batch_size].long()
+        x = to_float(test.images[i:i + args.batch_size]).to(dev)
+        y = test.labels[i:i + args.batch_size].long().to(dev)
         with torch.no_grad():
             correct["clean"] += int((model(x).argmax(1) == y).sum())
         for name, attack in attacks(eps, step).items():

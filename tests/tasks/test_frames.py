@@ -184,6 +184,17 @@ def test_saved_model_predicts_like_the_model_in_memory(mnist, tmp_path):
     assert meta["task"] == "frames" and torch.equal(loaded(x), run.gen(x))
 
 
+def test_init_starts_from_the_model_and_the_recipe_says_so(mnist, tmp_path):
+    first = train(tiny_cfg(mnist, tmp_path / "a", steps=2), cpu_rt(), Reporter(quiet=True))
+    cfg = tiny_cfg(mnist, tmp_path / "b", steps=2, loss="adversarial", init=str(first.model_path), preset="simvp")
+    run = _Run(cfg, cpu_rt(), Reporter(quiet=True), read_digits(mnist, "train"), None)
+    start, _ = load_model(str(first.model_path))
+    assert run.mcfg == start.cfg  # the init model's shape, not the preset's
+    assert all(torch.equal(a, b) for a, b in zip(run.gen.state_dict().values(), start.state_dict().values()))
+    recipe = run.meta(0)["training"]["recipe"]
+    assert recipe["init"] == "model.safetensors" and recipe["preset"] is None and recipe["width"] is None
+
+
 @pytest.mark.parametrize("loss", ["mse", "adversarial"])
 def test_interrupted_and_resumed_training_equals_uninterrupted(mnist, tmp_path, loss, one_thread):
     kw = dict(loss=loss, d_steps=2, eval_every=3)

@@ -257,8 +257,8 @@ class _Run:
         head = f"val MSE {self.metrics['val_mse']:.1f}, SSIM {self.metrics['val_ssim']:.3f}" if self.metrics else f"step {step}"
         recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume")}
         recipe["data"] = Path(cfg.data).name  # the recipe names files, not this machine's folders
-        if cfg.init:
-            recipe["init"] = Path(cfg.init).name
+        if cfg.init:  # the shape came from the init model ("config" has it): the preset options did not apply
+            recipe.update(init=Path(cfg.init).name, preset=None, width=None, depth=None, kernel=None)
         return {"task": TASK, "arch": m.arch, "config": m.to_dict(), "loss": cfg.loss,
                 "normalisation": f"frames in [0, 1], {m.channels} channel(s), {m.size}x{m.size}; {m.t_in} in -> {m.t_out} out",
                 "training": {"data": f"Moving MNIST from {Path(cfg.data).name} (train digits, on the fly)", "steps": step,
