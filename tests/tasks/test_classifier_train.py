@@ -63,7 +63,26 @@ def test_switches_reach_the_model_file(invoke, folder, tmp_path, one_thread):
     assert recipe["disable"] == "lookahead,tta,whiten-init,label-smoothing,channels-last"
 
 
+def test_widths_build_a_wider_network_that_loads_back(invoke, folder, tmp_path, one_thread):
+    out = tmp_path / "narrow"
+    res = invoke("classifier-train", "--data", folder, "--out", out, "--batch-size", "16", "--epochs", "1",
+                 "--threads", "1", "--widths", "8,16,24", "--save-dtype", "fp32")
+    assert res.exit_code == 0, res.stderr
+    clf = load_classifier(out / "model.safetensors")
+    assert clf.meta["arch_kwargs"] == {"widths": [8, 16, 24]}
+    convs = [m for m in clf.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 24, 24]
+    assert clf(torch.rand(2, 3, 16, 16)).shape == (2, 2)
+    # the default widths are not written (the file stays readable as airbench94's network)
+    default = tmp_path / "default"
+    assert invoke("classifier-train", "--data", folder, "--out", default, "--batch-size", "16", "--epochs", "1",
+                  "--threads", "1", "--widths", "64,256,256").exit_code == 0
+    assert load_classifier(default / "model.safetensors").meta["arch_kwargs"] == {}
+
+
 @pytest.mark.parametrize("args, match", [
+    (["--widths", "64,256"], "--widths '64,256': expected three"),
+    (["--widths", "64,0,256"], "between 1 and 2,048"),
     (["--disable", "mixup"], "--disable mixup"),
     (["--batch-size", "500"], "fewer than one batch"),
     (["--preset", "resnet50"], "--preset"),

@@ -28,6 +28,9 @@ def classifier_train(
                                "airbench94: whitening conv, 64/256/256 conv groups, lookahead, TTA).", panel=_T)] = "airbench",
     disable: Annotated[Optional[str], opt("--disable", help=f"Recipe parts to switch off, comma-separated: {PARTS}.",
                                           panel=_T)] = None,
+    widths: Annotated[Optional[str], opt("--widths", help="Channels of the three conv groups, comma-separated "
+                                         "(default: airbench94's 64,256,256; airbench96 uses 128,384,384).",
+                                         panel=_T)] = None,
     epochs: Annotated[Optional[float], opt("--epochs", min=0.01, help="Epochs to train for (default: the "
                                            "preset's, 9.9).", panel=_T)] = None,
     batch_size: BatchSize = None,
@@ -62,6 +65,8 @@ def classifier_train(
 
       dlkit classifier-train --data photos/ --out runs/photos --batch-size 100
 
+      dlkit classifier-train --data cifar10_jpeg.npz --out runs/wide --widths 128,384,384 --epochs 30
+
       dlkit classifier-train --data cifar10_jpeg.npz --out runs/cifar --resume --max-time 30
     """
     from dlkit.core.errors import UsageError
@@ -76,7 +81,7 @@ def classifier_train(
 
     recipe_config("airbench", disable)  # a bad --disable fails before any data is read
     cfg = TrainConfig(dataset=dataset, data=str(data) if data else None, download=download, out=str(out),
-                      preset=preset, disable=disable, epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
+                      preset=preset, disable=disable, widths=parse_widths(widths), epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
                       test_subset=test_subset, max_time=max_time, save_dtype=save_dtype, seed=seed,
                       resume=resume)
 
@@ -88,3 +93,21 @@ def classifier_train(
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
                  seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render)
+
+
+MAX_WIDTH = 2048  # channels per conv group: weights grow with its square (2048: about 38M in one 3x3 conv)
+
+
+def parse_widths(text: str | None) -> list[int] | None:
+    """``--widths 96,384,384`` -> [96, 384, 384]; one line naming the problem otherwise."""
+    from dlkit.core.errors import UsageError
+
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise UsageError(f"--widths '{text}': expected three whole numbers of channels, e.g. 64,256,256")
+    widths = [int(p) for p in parts]
+    if not all(1 <= w <= MAX_WIDTH for w in widths):
+        raise UsageError(f"--widths '{text}': each must be between 1 and {MAX_WIDTH:,}")
+    return widths

@@ -42,8 +42,9 @@ TASK = "classifier-train"  # of the training state; the model file's task is "cl
 MODEL = "model.safetensors"
 STATE = state_path(MODEL).name
 ARCH = "airbench"
+DEFAULT_WIDTHS = (64, 256, 256)  # airbench94's conv groups
 # settings a resumed run must share with the saved one (tensor shapes, optimizer groups, data order and subsets)
-SHAPE_KEYS = ("dataset", "preset", "disable", "batch_size", "subset", "test_subset", "seed")
+SHAPE_KEYS = ("dataset", "preset", "disable", "widths", "batch_size", "subset", "test_subset", "seed")
 _REQUIRED = ("config", "model", "optimizer", "generator", "rng", "epoch", "step", "seen", "seconds", "p")
 DATASETS = {"cifar10": "CIFAR-10", "mnist": "MNIST"}
 
@@ -56,6 +57,7 @@ class TrainConfig:
     out: str = "runs/classifier"
     preset: str = "airbench"
     disable: Optional[str] = None  # comma list of recipe parts to switch off (dlkit.vision.airbench.PARTS)
+    widths: Optional[list] = None  # the three conv groups' channels (None: airbench94's 64, 256, 256)
     epochs: Optional[float] = None  # None: the preset's
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -95,14 +97,20 @@ def load_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
     return _take(train, cfg.subset, cfg.seed), _take(test, cfg.test_subset, cfg.seed + 1)
 
 
-def build(train: ImageData) -> Classifier:
+def arch_kwargs(widths: list | None) -> dict:
+    """The model file's architecture settings: the widths only when they are not airbench94's."""
+    return {"widths": list(widths)} if widths and tuple(widths) != DEFAULT_WIDTHS else {}
+
+
+def build(train: ImageData, widths: list | None = None) -> Classifier:
     """A fresh airbench network whose input normalisation is the training set's per-channel mean and std."""
     x = train.images.float().div_(255)
     mean, std = x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     del x
     c, h, w = train.shape
-    net = build_classifier(ARCH, c, len(train.classes), h)
-    return Classifier(net, arch=ARCH, classes=train.classes, input_size=(c, h, w), mean=mean, std=std)
+    kw = arch_kwargs(widths)
+    net = build_classifier(ARCH, c, len(train.classes), h, **kw)
+    return Classifier(net, arch=ARCH, arch_kwargs=kw, classes=train.classes, input_size=(c, h, w), mean=mean, std=std)
 
 
 def accuracy_by_tta(model: Classifier, test: ImageData, rt: Runtime, channels_last: bool) -> dict[int, float]:
@@ -179,7 +187,7 @@ def _start(cfg: TrainConfig, rc: RecipeConfig, rt: Runtime, report: Reporter, tr
            state: dict | None) -> _Run:
     """A fresh run (its state saved at once, so a stop in epoch 1 can resume), or the saved ``state``."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build(train_set).to(rt.device)
+    model = build(train_set, cfg.widths).to(rt.device)
     prepare(model, train_set.images, rc, gen)
     if rc.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -299,7 +307,7 @@ def _save(model: Classifier, cfg: TrainConfig, rc: RecipeConfig, metrics: dict, 
     data = f"{DATASETS.get(cfg.dataset, cfg.dataset)} ({Path(cfg.data).name if cfg.data else 'torchvision'})"
     recipe = {"preset": cfg.preset, "disable": cfg.disable or "", **asdict(rc), **run}
     out = Path(cfg.out) / MODEL
-    return save_classifier(out, model, arch=ARCH, arch_kwargs={}, classes=model.classes, input_size=model.input_size,
+    return save_classifier(out, model, arch=ARCH, arch_kwargs=arch_kwargs(cfg.widths), classes=model.classes, input_size=model.input_size,
                            mean=model.mean, std=model.std, metrics=metrics, recipe=recipe,
                            training={"data": data, "train_images": run["images_seen"] // max(run["epochs"], 1)},
                            headline=f"test accuracy {100 * metrics['test_accuracy']:.2f}% (TTA level {rc.tta})",
