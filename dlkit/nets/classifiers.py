@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from dlkit.core.errors import UsageError
 
+AIRBENCH_WIDTHS = (64, 256, 256)  # airbench94's three conv groups (airbench96: 128, 384, 384)
 ARCHS = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small", "mnist-cnn", "resnet", "airbench", "cnn-small")
 
 
@@ -202,7 +203,7 @@ class AirbenchNet(nn.Module):
     """Jordan 2024's airbench94 network. BN momentum 0.4 in PyTorch's convention (the paper's 0.6 running-average
     weight), eps 1e-12. The whitening conv is an ordinary conv here; :func:`init_whitening` sets it from data."""
 
-    def __init__(self, in_channels: int, num_classes: int, widths=(64, 256, 256), head_scale: float = 1 / 9,
+    def __init__(self, in_channels: int, num_classes: int, widths=AIRBENCH_WIDTHS, head_scale: float = 1 / 9,
                  dropout: float = 0.0):
         super().__init__()
         k = 2
@@ -280,7 +281,7 @@ def build_classifier(arch: str, in_channels: int, num_classes: int, image_size: 
     elif arch == "cnn-small":
         net = cnn_small(in_channels, num_classes, image_size, kwargs.pop("width", 16), kwargs.pop("hidden", 100), dropout)
     elif arch == "airbench":
-        net = AirbenchNet(in_channels, num_classes, tuple(kwargs.pop("widths", (64, 256, 256))), dropout=dropout)
+        net = AirbenchNet(in_channels, num_classes, tuple(kwargs.pop("widths", AIRBENCH_WIDTHS)), dropout=dropout)
     else:
         raise UsageError(f"unknown architecture '{arch}': expected one of {', '.join(ARCHS)}")
     if kwargs:

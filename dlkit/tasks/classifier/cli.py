@@ -81,9 +81,9 @@ def classifier_train(
 
     recipe_config("airbench", disable)  # a bad --disable fails before any data is read
     cfg = TrainConfig(dataset=dataset, data=str(data) if data else None, download=download, out=str(out),
-                      preset=preset, disable=disable, widths=parse_widths(widths), epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
-                      test_subset=test_subset, max_time=max_time, save_dtype=save_dtype, seed=seed,
-                      resume=resume)
+                      preset=preset, disable=disable, widths=parse_widths(widths), epochs=epochs,
+                      batch_size=batch_size, lr=lr, subset=subset, test_subset=test_subset, max_time=max_time,
+                      save_dtype=save_dtype, seed=seed, resume=resume)
 
     def render(result, report) -> None:
         summary = (f"test accuracy {100 * result.test_accuracy:.2f}% (TTA level {result.tta}; "

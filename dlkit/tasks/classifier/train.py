@@ -33,7 +33,7 @@ from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state
 from dlkit.core.state import save_state, state_path
 from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
-from dlkit.nets.classifiers import build_classifier, count_parameters
+from dlkit.nets.classifiers import AIRBENCH_WIDTHS, build_classifier, count_parameters
 from dlkit.vision.airbench import Lookahead, RecipeConfig, lr_factor, make_optimizer, prepare, recipe_config
 from dlkit.vision.classifier import Classifier, flip_translate, predict, save_classifier, train_epoch
 from dlkit.vision.datasets import ImageData, load_dataset
@@ -42,7 +42,6 @@ TASK = "classifier-train"  # of the training state; the model file's task is "cl
 MODEL = "model.safetensors"
 STATE = state_path(MODEL).name
 ARCH = "airbench"
-DEFAULT_WIDTHS = (64, 256, 256)  # airbench94's conv groups
 # settings a resumed run must share with the saved one (tensor shapes, optimizer groups, data order and subsets)
 SHAPE_KEYS = ("dataset", "preset", "disable", "widths", "batch_size", "subset", "test_subset", "seed")
 _REQUIRED = ("config", "model", "optimizer", "generator", "rng", "epoch", "step", "seen", "seconds", "p")
@@ -99,7 +98,7 @@ def load_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
 
 def arch_kwargs(widths: list | None) -> dict:
     """The model file's architecture settings: the widths only when they are not airbench94's."""
-    return {"widths": list(widths)} if widths and tuple(widths) != DEFAULT_WIDTHS else {}
+    return {"widths": list(widths)} if widths and tuple(widths) != AIRBENCH_WIDTHS else {}
 
 
 def build(train: ImageData, widths: list | None = None) -> Classifier:
@@ -110,7 +109,8 @@ def build(train: ImageData, widths: list | None = None) -> Classifier:
     c, h, w = train.shape
     kw = arch_kwargs(widths)
     net = build_classifier(ARCH, c, len(train.classes), h, **kw)
-    return Classifier(net, arch=ARCH, arch_kwargs=kw, classes=train.classes, input_size=(c, h, w), mean=mean, std=std)
+    return Classifier(net, arch=ARCH, arch_kwargs=kw, classes=train.classes, input_size=(c, h, w), mean=mean,
+                      std=std)
 
 
 def accuracy_by_tta(model: Classifier, test: ImageData, rt: Runtime, channels_last: bool) -> dict[int, float]:
@@ -307,8 +307,8 @@ def _save(model: Classifier, cfg: TrainConfig, rc: RecipeConfig, metrics: dict, 
     data = f"{DATASETS.get(cfg.dataset, cfg.dataset)} ({Path(cfg.data).name if cfg.data else 'torchvision'})"
     recipe = {"preset": cfg.preset, "disable": cfg.disable or "", **asdict(rc), **run}
     out = Path(cfg.out) / MODEL
-    return save_classifier(out, model, arch=ARCH, arch_kwargs=arch_kwargs(cfg.widths), classes=model.classes, input_size=model.input_size,
-                           mean=model.mean, std=model.std, metrics=metrics, recipe=recipe,
+    return save_classifier(out, model, arch=ARCH, arch_kwargs=model.arch_kwargs, classes=model.classes,
+                           input_size=model.input_size, mean=model.mean, std=model.std, metrics=metrics, recipe=recipe,
                            training={"data": data, "train_images": run["images_seen"] // max(run["epochs"], 1)},
                            headline=f"test accuracy {100 * metrics['test_accuracy']:.2f}% (TTA level {rc.tta})",
                            dtype=cfg.save_dtype)
