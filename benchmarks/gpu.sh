@@ -4,14 +4,14 @@
 # the rest of the Inception weights in the third). Trainings start in the background (setsid) as soon as their data
 # is there; the third call waits for them, measures and packs the results. Second lease (2026-12-04, evening):
 #   issue 24 - the SimVP frame predictor of the first lease trained on (two lanes: batch 32 and 64), then the
-#              adversarial model fine-tuned from each, all measured on the 10,000 test sequences;
+#              adversarial model fine-tuned from each, all measured on the first 1,000 test sequences;
 #   issue 23 - the hinge + spectral-norm + TTUR CIFAR-10 GAN at batch 128 and 256 (the first lease's batch 64 was
 #              bound by kernel launches, not the GPU), FID at N = 10,000 after each segment; MNIST generators
 #              (dcgan with the same game, and Goodfellow et al.'s mlp) whose Parzen figure is measured on the CPU;
 #   issue 22 - how far the wider network (128/384/384) goes with more epochs on this data (40 and 60).
 # The first lease (2026-12-04, afternoon: ablation, robustness row, FID table, frames v2) ran git revision 61e4df2
 # of this script.
-# How the second lease went (760 s of its 900): stage3's deadline left pack too little time beside the two lanes
+# How the second lease went (765 s of its 900): stage3's deadline left pack too little time beside the two lanes
 # still evaluating frame predictors on 10,000 sequences, and its 590 s limit cut pack before the split; a 0.3-s
 # call tarred what pack had made, and an 89-s call scored gan-c4's last two snapshots and made the int8 files
 # pack had not reached. Since then: the frame predictors are scored on 1,000 sequences and stored int8 inside
