@@ -55,7 +55,7 @@ def _above(bound: float):
 
 Device = Annotated[str, opt("--device", help="auto | cpu | cuda | cuda:N | mps", panel="Runtime")]
 Precision = Annotated[str, opt("--precision", choices=("auto", "fp32", "bf16", "fp16"), panel="Runtime",
-                               help="auto: bf16 on GPUs, fp32 on CPU")]
+                               help="auto: bf16 on GPUs; on CPUs fp32, or bf16 where measured faster (native bf16 only)")]
 Threads = Annotated[Optional[int], opt("--threads", min=1, help="CPU threads for torch (default: measured).",
                                        panel="Runtime")]
 MemoryFormat = Annotated[str, opt("--memory-format", choices=("auto", "contiguous", "channels-last"), panel="Runtime",

@@ -152,10 +152,21 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 # --precision auto on a CPU, per model family: bf16 autocast where benchmarks/cpu_speed.py measured it faster than
 # fp32 (table in benchmarks/RESULTS.md) AND the family's quality metric was checked not to drop under it, on CPUs
 # that compute bf16 natively (AVX512-BF16 or AMX, what `dlkit doctor` reports; elsewhere bf16 is emulated and slow).
-# lm-large (nanoGPT's baby GPT, 6L/384, context 256): a training step 1.46x faster (836 vs 1221 ms, batch 8, at
-# load 1.2), and the training loss over 200 steps as nanoGPT's fp32 (benchmarks/RESULTS.md). The small GPT gains nothing from
-# bf16 and stays out ("lm" and "lm-small"); the other families wait for their quality checks.
-CPU_AUTO_BF16: frozenset[str] = frozenset({"lm-large"})
+# A family is "task" or "task:variant" (the architecture); an entry names either (RESULTS.md, "bf16 quality"):
+# - lm-large (nanoGPT's baby GPT, 6L/384, context 256): a step 1.46x faster, training loss over 200 steps as
+#   nanoGPT's fp32. The small GPT gains nothing from bf16 and stays out ("lm" and "lm-small");
+# - the convnets, same recipe, steps and seed in fp32 and bf16 on the AMX CPU: classifier (airbench: 3.7x; 61.6 vs
+#   62.3% after 30 steps, and 91.5% vs +0.08 for fp32 at full length in the recipe's ablation), superres (2.1x;
+#   Set5 28.86 vs 28.86 dB), gan:dcgan (1.4x; Parzen 30.1 vs 27.9), frames:simvp (1.6x; val MSE 117.48 vs 117.45),
+#   random-labels:inception-small (2.1x; test 51.0 vs 49.6%). Not the MLP GANs (toys: 1-2-d data, small matrices), ConvLSTM (not checked) or
+#   translate (inference 1.1x, BLEU 55.35 vs 55.42 on Multi30k val: no gain worth a difference).
+CPU_AUTO_BF16: frozenset[str] = frozenset({"lm-large", "classifier", "superres", "gan:dcgan", "frames:simvp",
+                                           "random-labels:inception-small"})
+
+
+def in_table(family: str | None, table: frozenset[str]) -> bool:
+    """Whether ``family`` ("task" or "task:variant") or its task is listed in ``table``."""
+    return family is not None and (family in table or family.split(":", 1)[0] in table)
 
 
 # --memory-format auto on a CPU, per model family: channels_last where benchmarks/cpu_speed.py measured the fp32
@@ -175,7 +186,7 @@ def resolve_memory_format(spec: str, device: torch.device, family: str | None = 
         raise UsageError(f"--memory-format {spec}: expected one of {', '.join(MEMORY_FORMATS)}")
     if spec != "auto":
         return spec == "channels-last"
-    return device.type == "cpu" and family in CPU_CHANNELS_LAST
+    return device.type == "cpu" and in_table(family, CPU_CHANNELS_LAST)
 
 
 def cpu_bf16() -> bool:
@@ -202,7 +213,7 @@ def resolve_precision(spec: str, device: torch.device, family: str | None = None
     if spec == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if device.type == "cpu" and family in CPU_AUTO_BF16 and native_bf16():
+        if device.type == "cpu" and in_table(family, CPU_AUTO_BF16) and native_bf16():
             return "bf16"
         return "fp32"
     if spec == "fp16" and device.type == "cpu":

@@ -174,3 +174,56 @@ def test_runtime_wrap_puts_conv_weights_in_channels_last_and_saves_the_same_valu
     rt2 = runtime.make_runtime("cpu", "fp32", 0, distributed=False, threads=1, family="superres",
                                memory_format="contiguous")
     assert not rt2.channels_last and rt2.wrap(torch.nn.Conv2d(3, 8, 3)).weight.is_contiguous()
+
+
+def test_precision_auto_is_bf16_for_the_convnets_checked_for_quality():
+    yes = lambda: True  # noqa: E731
+    for family in ("classifier", "superres", "gan:dcgan", "frames:simvp", "random-labels:inception-small"):
+        assert resolve_precision("auto", CPU, family, native_bf16=yes) == "bf16", family
+        assert resolve_precision("auto", CPU, family, native_bf16=lambda: False) == "fp32", family  # emulated
+    for family in ("gan:mlp", "frames:convlstm", "random-labels:mlp-1x512", "translate", "caption", None):
+        assert resolve_precision("auto", CPU, family, native_bf16=yes) == "fp32", family
+    assert resolve_precision("fp32", CPU, "superres", native_bf16=yes) == "fp32"
+
+
+def test_a_variant_family_takes_its_task_memory_format():
+    from dlkit.core.runtime import resolve_memory_format
+
+    assert resolve_memory_format("auto", CPU, "random-labels:mlp-1x512") is True
+    assert resolve_memory_format("auto", CPU, "frames:simvp") is False
+    assert resolve_memory_format("auto", CPU, "gan:dcgan") is False
+
+
+@pytest.mark.parametrize("args,family", [
+    (["gan-train", "--dataset", "ring"], "gan:mlp"),
+    (["gan-train", "--dataset", "mnist"], "gan:dcgan"),
+    (["gan-train", "--dataset", "gaussian", "--arch", "dcgan"], "gan:dcgan"),
+    (["classifier-train", "--data", "x.npz"], "classifier"),
+    (["fit-random-labels", "--data", "x.npz", "--arch", "inception-small"], "random-labels:inception-small"),
+    (["frame-predict-train", "--data", "x.npz", "--preset", "convlstm-cpu"], "frames:convlstm"),
+    (["frame-predict-train", "--data", "x.npz"], "frames:simvp"),
+])
+def test_training_commands_name_their_family(invoke, monkeypatch, tmp_path, args, family):
+    from dlkit.core import training
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.npz").write_bytes(b"")  # never read: the training is replaced
+    seen = {}
+    monkeypatch.setattr(training, "run_training", lambda *a, **kw: seen.update(kw))
+    r = invoke(*args)
+    assert r.exit_code == 0, r.stderr
+    assert seen["family"] == family
+
+
+def test_frame_training_from_an_init_model_takes_its_arch(invoke, monkeypatch, tmp_path):
+    from dlkit.core import training
+    from dlkit.core.modelfile import save_model
+
+    init = tmp_path / "m.safetensors"
+    save_model(init, {"w": torch.zeros(2)}, {"task": "frames", "arch": "convlstm"})
+    seen = {}
+    monkeypatch.setattr(training, "run_training", lambda *a, **kw: seen.update(kw))
+    assert invoke("frame-predict-train", "--data", "x.npz", "--init", init).exit_code == 0
+    assert seen["family"] == "frames:convlstm"
+    assert invoke("frame-predict-train", "--data", "x.npz", "--init", tmp_path / "missing.safetensors").exit_code == 0
+    assert seen["family"] == "frames"  # the training itself reports the missing file

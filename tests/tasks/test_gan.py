@@ -255,6 +255,39 @@ def test_resume_equals_uninterrupted_and_model_reloads(tmp_path):
     assert [json.loads(l)["step"] for l in lines] == [10, 20, 30, 40]
 
 
+def test_resume_keeps_saved_rates_unless_given(tmp_path):
+    """--resume alone continues with the saved run's rates and betas; named ones take effect in the optimizers."""
+    from dlkit.core.state import load_state, state_path
+
+    kw = dict(dataset="gaussian", log_every=2, out=str(tmp_path))
+    state_file = state_path(tmp_path / "model.safetensors")
+
+    def groups():
+        st = load_state(state_file, "gan")
+        return st["config"], [(g["lr"], tuple(g["betas"])) for o in ("opt_g", "opt_d") for g in st[o]["param_groups"]]
+
+    train(TrainConfig(steps=4, lr=5e-4, d_lr=3e-4, beta1=0.3, **kw), cpu_rt(), quiet())
+    train(TrainConfig(steps=6, resume=True, **kw), cpu_rt(), quiet())
+    cfg, opt = groups()
+    assert (cfg["lr"], cfg["d_lr"], cfg["beta1"]) == (5e-4, 3e-4, 0.3)
+    assert opt == [(5e-4, (0.3, 0.999)), (3e-4, (0.3, 0.999))]
+    train(TrainConfig(steps=8, resume=True, lr=1e-4, beta2=0.99, **kw), cpu_rt(), quiet())
+    cfg, opt = groups()
+    assert (cfg["lr"], cfg["d_lr"], cfg["beta2"]) == (1e-4, 3e-4, 0.99)  # the saved run's own --d-lr stays
+    assert opt == [(1e-4, (0.3, 0.99)), (3e-4, (0.3, 0.99))]
+
+
+def test_resume_moves_a_defaulted_d_lr_with_the_new_lr(tmp_path):
+    from dlkit.core.state import load_state, state_path
+
+    kw = dict(dataset="gaussian", log_every=2, out=str(tmp_path))
+    train(TrainConfig(steps=4, lr=5e-4, **kw), cpu_rt(), quiet())
+    train(TrainConfig(steps=6, resume=True, lr=2e-4, **kw), cpu_rt(), quiet())
+    st = load_state(state_path(tmp_path / "model.safetensors"), "gan")
+    assert (st["config"]["lr"], st["config"]["d_lr"]) == (2e-4, 2e-4)
+    assert st["opt_d"]["param_groups"][0]["lr"] == 2e-4
+
+
 def test_resume_with_other_shapes_is_refused(tmp_path):
     kw = dict(dataset="gaussian", steps=4, log_every=2)
     train(TrainConfig(out=str(tmp_path), **kw), cpu_rt(), quiet())

@@ -92,7 +92,7 @@ def classifier_train(
         report.trained(result.model, summary, **{k: v for k, v in vars(result).items() if k != "model"})
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
-                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render)
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=render, family="classifier")
 
 
 MAX_WIDTH = 2048  # channels per conv group: weights grow with its square (2048: about 38M in one 3x3 conv)

@@ -91,8 +91,20 @@ def frame_predict_train(
             report.result(result.model_path)
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
-                 threads=threads, json_out=json_out, quiet=quiet, render=render, family="frames",
+                 threads=threads, json_out=json_out, quiet=quiet, render=render, family=_family(preset, init),
                  memory_format=memory_format)
+
+
+def _family(preset: str, init) -> str:
+    """"frames:ARCH" for --precision auto (core.runtime.CPU_AUTO_BF16): the --init model's or the preset's arch."""
+    if init:
+        from dlkit.core.modelfile import read_meta
+
+        try:
+            return f"frames:{read_meta(init, 'frames').get('arch')}"
+        except Exception:  # noqa: BLE001 - the training reports a bad --init file itself, in one line
+            return "frames"
+    return f"frames:{preset.split('-')[0]}"
 
 
 @app.command("frame-predict")

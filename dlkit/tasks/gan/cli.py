@@ -60,7 +60,8 @@ def gan_train(
     from fixed noise; the toys: histogram or scatter plot), OUT/losses.png (losses, D(x), D(G(z))),
     OUT/metrics.jsonl, and OUT/model.state.pt for --resume. A discriminator loss near 0 for a long stretch
     is warned about and stops overwriting the model (the last good one is kept); NaN stops the run.
-    Adam's --lr is 2e-4 by default (wgan-gp 1e-4, the toys 1e-3).
+    Adam's --lr is 2e-4 by default (wgan-gp 1e-4, the toys 1e-3). With --resume, rates, betas and --ema
+    are the saved run's unless given again (given ones take effect).
 
     Examples:
 
@@ -73,6 +74,7 @@ def gan_train(
       dlkit gan-train --dataset folder --data faces/ --image-size 64 --loss hinge --spectral-norm --out runs/faces
     """
     from dlkit.core.training import run_training
+    from dlkit.tasks.gan.data import TOYS
     from dlkit.tasks.gan.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -84,7 +86,8 @@ def gan_train(
     )
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
-                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained)
+                 seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained,
+                 family=f"gan:{arch or ('mlp' if dataset in TOYS else 'dcgan')}")
 
 
 def _trained(result, report) -> None:

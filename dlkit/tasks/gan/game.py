@@ -101,6 +101,10 @@ class Game:
         if state is not None:
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
+            # the loaded groups carry the saved run's rates and betas; this run's settings (train.resumed_settings) win
+            for opt, lr in ((self.opt_g, cfg.lr), (self.opt_d, cfg.d_lr)):
+                for group in opt.param_groups:
+                    group["lr"], group["betas"] = lr, (cfg.beta1, cfg.beta2)
             rt.scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"], rt.rank)
             self.step, self.real_used = state["step"], state["real_used"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -311,6 +311,7 @@ def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
         raise UsageError(f"--image-size {cfg.image_size}: dcgan makes {'/'.join(map(str, DCGAN_SIZES))} px images "
                          "(or use --arch mlp)")
     data = load_data(cfg.dataset, cfg.data, cfg.image_size, cfg.channels, cfg.download)
+    given = cfg
     cfg, mcfg = resolve(cfg, data)
     check_size(mcfg)
     for note in data.notes:
@@ -320,7 +321,26 @@ def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
     if cfg.resume:
         state = resume_state(outs.state_file, TASK, required=("generator", "discriminator", "step", "config"),
                              config=asdict(cfg), shape_keys=SHAPE_KEYS + ("loss",))
+        cfg = resumed_settings(given, cfg, state["config"])
+        outs.cfg = cfg
     return cfg, mcfg, data, outs, state
+
+
+RESUMED_KEYS = ("lr", "d_lr", "beta1", "beta2", "ema")
+
+
+def resumed_settings(given: TrainConfig, resolved: TrainConfig, saved: dict) -> TrainConfig:
+    """With --resume, the optimizer settings the command line names take effect and the ones it leaves out keep
+    the saved run's values (not this run's defaults): ``--lr 1e-4 --resume`` lowers the rate, a plain ``--resume``
+    continues as the run was. An unnamed --d-lr that followed --lr in the saved run follows the new --lr."""
+    out = {}
+    for key in RESUMED_KEYS:
+        if getattr(given, key) is not None or not isinstance(saved.get(key), (int, float)):
+            continue
+        if key == "d_lr" and given.lr is not None and saved.get("d_lr") == saved.get("lr"):
+            continue  # resolve() already set it to the new --lr
+        out[key] = float(saved[key])
+    return replace(resolved, **out) if out else resolved
 
 
 def _banner(cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, report: Reporter, game: Game,

@@ -104,5 +104,5 @@ def fit_random_labels(
     )
     run_training(fit, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
                  threads=threads, json_out=json_out, quiet=quiet,
-                 render=render, family="random-labels",
+                 render=render, family=f"random-labels:{arch}",
                  memory_format=memory_format)
