@@ -109,7 +109,7 @@ def run_dlkit(data: Path, out: str, config: str, steps: int, args: tuple = (), e
     return _timed_lines(cmd, ROOT, _dlkit_line, env)
 
 
-def run_nanogpt(nanogpt: Path, data: Path, config: str, steps: int) -> dict:
+def run_nanogpt(nanogpt: Path, data: Path, config: str, steps: int, extra: tuple = ()) -> dict:
     """nanoGPT's own train.py from its checkout on the same characters (its data format, written here)."""
     import pickle
 
@@ -126,7 +126,7 @@ def run_nanogpt(nanogpt: Path, data: Path, config: str, steps: int) -> dict:
         pickle.dump({"vocab_size": len(chars)}, f)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "train.py", "--dataset=dlkit_bench", f"--out_dir={out}", f"--max_iters={steps}",
-               f"--lr_decay_iters={steps}", *NANOGPT_COMMON, *CONFIGS[config][1]]
+               f"--lr_decay_iters={steps}", *NANOGPT_COMMON, *CONFIGS[config][1], *extra]
         return _timed_lines(cmd, nanogpt, _nanogpt_line)
 
 
@@ -140,7 +140,7 @@ def _mean_loss(seen: dict, lo: int, hi: int) -> float:
 
 
 def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int = 200, warm: int = 10,
-               repeats: int = 3, args: tuple = (), env: dict | None = None) -> None:
+               repeats: int = 3, args: tuple = (), env: dict | None = None, peer_args: tuple = ()) -> None:
     """Both trainers as users run them, alternating ``repeats`` times; each side's median ms/step over steps
     ``warm``..``steps`` (from the arrival times of their per-step log lines: start-up, data preparation and the
     final save do not count) and their training losses at the same steps (each step's batch loss; the batches
@@ -153,7 +153,7 @@ def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int =
         for r in range(repeats):
             a = run_dlkit(Path(data), f"{d}/run{r}", config, steps, args, env)
             mine.append(_ms_per_step(a, warm, steps))
-            b = run_nanogpt(Path(nanogpt), Path(data), config, steps) if nanogpt else None
+            b = run_nanogpt(Path(nanogpt), Path(data), config, steps, peer_args) if nanogpt else None
             if b:
                 theirs.append(_ms_per_step(b, warm, steps))
             curves.append((a, b))
@@ -173,6 +173,7 @@ def throughput(nanogpt: str | None, data: str, config: str = "cpu", steps: int =
     else:
         ratio = "nanoGPT not run (pass its checkout)"
     extra = " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *args])
+    extra += f" (nanoGPT {' '.join(peer_args)})" if peer_args else ""
     print(f"| lm-train via the CLI{' ' + extra if extra else ''}, {CONFIGS[config][2]}, {steps} steps | dlkit {ms:.1f} ms/step | {ratio} | {loss} | "
           f"load {os.getloadavg()[0]:.2f} | {machine()} |", flush=True)
 
@@ -236,11 +237,12 @@ if __name__ == "__main__":
     ap.add_argument("--dlkit-args", default="", help="throughput: extra lm-train flags, e.g. '--compile'")
     ap.add_argument("--dlkit-env", action="append", default=[], metavar="KEY=VALUE",
                     help="throughput: a setting for the dlkit side only, e.g. OMP_WAIT_POLICY=ACTIVE (repeatable)")
+    ap.add_argument("--nanogpt-args", default="", help="throughput: extra train.py settings, e.g. '--compile=True'")
     args = ap.parse_args()
     if args.what in ("throughput", "all"):
         throughput(args.nanogpt if args.what == "throughput" else None, args.data, args.config, args.steps,
                    repeats=args.repeats, args=tuple(args.dlkit_args.split()),
-                   env=dict(kv.split("=", 1) for kv in args.dlkit_env))
+                   env=dict(kv.split("=", 1) for kv in args.dlkit_env), peer_args=tuple(args.nanogpt_args.split()))
     if args.what in ("sample", "all"):
         sample(model=args.nanogpt if args.what == "sample" else None)
     if args.what in ("rss", "all"):

@@ -45,7 +45,7 @@ def lm_train(
     log_every: Annotated[int, opt("--log-every", min=1, help="Read and report the training loss every N steps.")] = 10,
     sample_tokens: Annotated[int, opt("--sample-tokens", min=0, help="Tokens sampled at each evaluation (0: none).")] = 200,
     max_time: MaxTime = None,
-    compile: Annotated[bool, opt("--compile", help="torch.compile the model (GPU).")] = False,
+    compile: Annotated[bool, opt("--compile", help="torch.compile the model (GPUs; on a CPU measured no faster than eager).")] = False,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
     overwrite: Overwrite = False,
