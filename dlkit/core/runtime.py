@@ -155,11 +155,11 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 # A family is "task" or "task:variant" (the architecture); an entry names either (RESULTS.md, "bf16 quality"):
 # - lm-large (nanoGPT's baby GPT, 6L/384, context 256): a step 1.46x faster, training loss over 200 steps as
 #   nanoGPT's fp32. The small GPT gains nothing from bf16 and stays out ("lm" and "lm-small");
-# - the convnets, same recipe, steps and seed in fp32 and bf16 on the AMX CPU: classifier (airbench: 3.7x; 61.6 vs
-#   62.3% after 30 steps, and 91.5% vs +0.08 for fp32 at full length in the recipe's ablation), superres (2.1x;
-#   Set5 28.86 vs 28.86 dB), gan:dcgan (1.4x; Parzen 30.1 vs 27.9), frames:simvp (1.6x; val MSE 117.48 vs 117.45),
-#   random-labels:inception-small (2.1x; test 51.0 vs 49.6%). Not the MLP GANs (toys: 1-2-d data, small matrices), ConvLSTM (not checked) or
-#   translate (inference 1.1x, BLEU 55.35 vs 55.42 on Multi30k val: no gain worth a difference).
+# - the convnets, same recipe, steps and seed in fp32 and bf16 on the AMX CPU: classifier (airbench: 3.7x; 61.6
+#   vs 62.3% after 30 steps; 90.44 vs 90.52% at 9.9 epochs in the recipe's ablation), superres (2.1x; Set5 28.86
+#   vs 28.86 dB), gan:dcgan (1.4x; Parzen 30.1 vs 27.9), frames:simvp (1.6x; val MSE 117.48 vs 117.45) and
+#   random-labels:inception-small (2.1x; test 51.0 vs 49.6%). Not the MLP GANs (toys: 1-2-d data, small
+#   matrices), ConvLSTM (not checked) or translate (inference 1.1x, BLEU 55.35 vs 55.42 on Multi30k val).
 CPU_AUTO_BF16: frozenset[str] = frozenset({"lm-large", "classifier", "superres", "gan:dcgan", "frames:simvp",
                                            "random-labels:inception-small"})
 
