@@ -104,7 +104,9 @@ def _family(preset: str, init) -> str:
             return f"frames:{read_meta(init, 'frames').get('arch')}"
         except Exception:  # noqa: BLE001 - the training reports a bad --init file itself, in one line
             return "frames"
-    return f"frames:{preset.split('-')[0]}"
+    from dlkit.tasks.frames.model import PRESETS
+
+    return f"frames:{PRESETS[preset].arch}"
 
 
 @app.command("frame-predict")

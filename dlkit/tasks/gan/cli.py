@@ -74,7 +74,7 @@ def gan_train(
       dlkit gan-train --dataset folder --data faces/ --image-size 64 --loss hinge --spectral-norm --out runs/faces
     """
     from dlkit.core.training import run_training
-    from dlkit.tasks.gan.data import TOYS
+    from dlkit.tasks.gan.data import default_arch
     from dlkit.tasks.gan.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -87,7 +87,7 @@ def gan_train(
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
                  seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained,
-                 family=f"gan:{arch or ('mlp' if dataset in TOYS else 'dcgan')}")
+                 family=f"gan:{default_arch(arch, dataset)}")
 
 
 def _trained(result, report) -> None:

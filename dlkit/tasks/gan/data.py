@@ -21,6 +21,12 @@ import torch
 from dlkit.core.errors import DataError, UsageError
 
 TOYS = ("gaussian", "ring")
+
+
+def default_arch(arch: str | None, dataset: str) -> str:
+    """--arch, or what a run on ``dataset`` uses without it: the toys' MLP, dcgan for images."""
+    return arch or ("mlp" if dataset in TOYS else "dcgan")
+
 GAUSSIAN_MEAN, GAUSSIAN_STD = 4.0, 1.25
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.02
 MIN_IMAGES = 2

@@ -25,7 +25,7 @@ from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, num_params, unwrap
 from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.tasks.gan import figures
-from dlkit.tasks.gan.data import GANData, load_data, sample_toy, to_pixels, toy_metrics
+from dlkit.tasks.gan.data import GANData, default_arch, load_data, sample_toy, to_pixels, toy_metrics
 from dlkit.tasks.gan.game import Game
 from dlkit.nets.gan_losses import LOSSES
 from dlkit.tasks.gan.model import DCGAN_SIZES, GANConfig, check_config
@@ -87,7 +87,7 @@ class TrainResult:
 def resolve(cfg: TrainConfig, data: GANData) -> tuple[TrainConfig, GANConfig]:
     """Fill the data-dependent defaults and check the combination (one UsageError line each)."""
     toy = data.is_toy
-    arch = cfg.arch or ("mlp" if toy else "dcgan")
+    arch = default_arch(cfg.arch, data.name)
     if cfg.loss not in LOSSES:
         raise UsageError(f"--loss {cfg.loss}: expected one of {', '.join(LOSSES)}")
     wgan = cfg.loss == "wgan-gp"
