@@ -507,3 +507,33 @@ def test_cli_sample_combinations_are_one_line_exit_2(invoke, tmp_path):
                          (["--interpolate"], "--interpolate writes a grid")]:
         r = invoke("gan-sample", *args)
         assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not r.stdout
+
+
+def test_snapshots_are_model_files_that_average(invoke, tmp_path):
+    out = tmp_path / "toy"
+    r = invoke("gan-train", "--dataset", "gaussian", "--steps", "30", "--snapshot-every", "10", "--json", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    snaps = sorted((out / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == [f"step-00000{k}0.safetensors" for k in (1, 2, 3)]
+    events = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [e["step"] for e in events if e["event"] == "snapshot"] == [10, 20, 30]
+    from dlkit.core.modelfile import load_model_file
+
+    states = [load_model_file(p, "gan") for p in snaps]
+    assert all(not m["has_discriminator"] and m["training"]["steps"] == 10 * (i + 1) for i, (_, m) in enumerate(states))
+    assert not torch.equal(states[0][0]["generator.net.0.weight"], states[2][0]["generator.net.0.weight"])
+    final, _ = load_model_file(out / "model.safetensors", "gan")
+    torch.testing.assert_close(states[2][0]["generator.net.0.weight"], final["generator.net.0.weight"])
+    avg = tmp_path / "avg.safetensors"
+    r = invoke("models", "average", *snaps[1:], "-o", avg)
+    assert r.exit_code == 0, r.stderr
+    mean = (states[1][0]["generator.net.0.weight"] + states[2][0]["generator.net.0.weight"]) / 2
+    torch.testing.assert_close(load_model_file(avg, "gan")[0]["generator.net.0.weight"], mean)
+    r = invoke("gan-sample", "-m", avg, "-n", "3")
+    assert r.exit_code == 0 and len(r.stdout.split()) == 3
+    # --overwrite replaces the run, snapshots included; --resume keeps them
+    r = invoke("gan-train", "--dataset", "gaussian", "--steps", "10", "--snapshot-every", "10", "--out", out,
+               "--overwrite")
+    assert r.exit_code == 0 and [p.name for p in (out / "snapshots").iterdir()] == ["step-0000010.safetensors"]
+    r = invoke("gan-train", "--dataset", "gaussian", "--steps", "20", "--snapshot-every", "10", "--out", out, "--resume")
+    assert r.exit_code == 0 and len(list((out / "snapshots").iterdir())) == 2

@@ -42,6 +42,10 @@ def gan_train(
     beta2: Annotated[Optional[float], opt("--beta2", min=0.0, max=0.999999, help="Adam beta2 (default 0.999; wgan-gp 0.9).")] = None,
     ema: Annotated[Optional[float], opt("--ema", min=0.0, max=0.999999, help="Generator EMA decay (default 0.999, toys 0.99; 0: off).")] = None,
     sample_every: Annotated[Optional[int], opt("--sample-every", min=1, help="Iterations between sample grids (default: each epoch).")] = None,
+    snapshot_every: Annotated[Optional[int], opt("--snapshot-every", min=1, panel="Output",
+                                                 help="Iterations between copies of the generator in "
+                                                      "OUT/snapshots/ (to average the late ones: dlkit models "
+                                                      "average).")] = None,
     log_every: Annotated[int, opt("--log-every", min=1, help="Iterations between logged metrics.")] = 50,
     max_time: MaxTime = None,
     save_dtype: SaveDtype = "fp32",
@@ -58,8 +62,10 @@ def gan_train(
 
     Writes OUT/model.safetensors (generator - its EMA - and discriminator), OUT/samples/ (a grid per epoch
     from fixed noise; the toys: histogram or scatter plot), OUT/losses.png (losses, D(x), D(G(z))),
-    OUT/metrics.jsonl, and OUT/model.state.pt for --resume. A discriminator loss near 0 for a long stretch
-    is warned about and stops overwriting the model (the last good one is kept); NaN stops the run.
+    OUT/metrics.jsonl, OUT/model.state.pt for --resume, and with --snapshot-every N the generator every N
+    iterations in OUT/snapshots/ (average the late ones with `dlkit models average`). A discriminator loss
+    near 0 for a long stretch is warned about and stops overwriting the model (the last good one is kept);
+    NaN stops the run.
     Adam's --lr is 2e-4 by default (wgan-gp 1e-4, the toys 1e-3). With --resume, rates, betas and --ema
     are the saved run's unless given again (given ones take effect).
 
@@ -71,6 +77,8 @@ def gan_train(
 
       dlkit gan-train --dataset mnist --data mnist.npz --epochs 5 --out runs/mnist
 
+      dlkit gan-train --dataset mnist --data mnist.npz --arch mlp --epochs 400 --snapshot-every 25000 --out runs/mlp
+
       dlkit gan-train --dataset folder --data faces/ --image-size 64 --loss hinge --spectral-norm --out runs/faces
     """
     from dlkit.core.training import run_training
@@ -81,7 +89,8 @@ def gan_train(
         dataset=dataset, data=str(data) if data else None, download=download, image_size=image_size, channels=channels,
         arch=arch, z_dim=z_dim, g_width=g_width, d_width=d_width, conditional=conditional,
         spectral_norm=spectral_norm, loss=loss, d_steps=d_steps, g_steps=g_steps, lr=lr, d_lr=d_lr, beta1=beta1, beta2=beta2,
-        batch_size=batch_size, steps=steps, epochs=epochs, ema=ema, sample_every=sample_every, log_every=log_every,
+        batch_size=batch_size, steps=steps, epochs=epochs, ema=ema, sample_every=sample_every, snapshot_every=snapshot_every,
+        log_every=log_every,
         max_time=max_time, out=str(out), seed=seed, save_dtype=save_dtype, resume=resume,
     )
 

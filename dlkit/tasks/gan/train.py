@@ -62,6 +62,7 @@ class TrainConfig:
     epochs: int | None = None
     ema: float | None = None  # generator EMA decay (default 0.999, toys 0.99); 0 switches it off
     sample_every: int | None = None  # iterations between sample grids (default: once per epoch / 500 for toys)
+    snapshot_every: int | None = None  # iterations between generator copies in OUT/snapshots/ (None: none)
     log_every: int = 50
     collapse_steps: int = 2000  # warn after D loss stays near 0 for this many iterations
     max_time: float | None = None  # seconds
@@ -157,6 +158,9 @@ class _Outputs:
         self.state_file = state_path(self.model_path)
         if rt.is_main:
             check_writable_dir(out)
+            if not cfg.resume:  # --overwrite replaces the run: its snapshots must not mix with this one's
+                for old in (out / "snapshots").glob("step-*.safetensors"):
+                    old.unlink()
         g = torch.Generator().manual_seed(cfg.seed + 12345)
         n = 64 if mcfg.is_image else 2000
         self.fixed_z = torch.randn(n, mcfg.z_dim, generator=g)
@@ -212,6 +216,21 @@ class _Outputs:
             save_model(self.model_path, generator_state(game), meta,
                             dtype=self.cfg.save_dtype)
         save_state(self.state_file, st, task=TASK)
+
+    def snapshot(self, game: Game, seconds: float) -> Path | None:
+        """OUT/snapshots/step-NNNNNNN.safetensors: the generator (its EMA) as of this iteration, a model file of
+        its own (`gan-sample`, `gan-eval`), for averaging the late ones (`dlkit models average`). Rank 0."""
+        if not self.rt.is_main:
+            return None
+        path = Path(self.cfg.out) / "snapshots" / f"step-{game.step:07d}.safetensors"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create '{path.parent}': {e.strerror or e}") from None
+        meta = model_meta(self.cfg, self.mcfg, self.data, game, seconds, {}, with_discriminator=False)
+        save_model(path, generator_state(game, with_discriminator=False), meta, dtype=self.cfg.save_dtype)
+        self.report.event("snapshot", step=game.step, path=str(path))
+        return path
 
 
 def _plan(cfg: TrainConfig, data: GANData, per_epoch: int) -> tuple[int, int]:
@@ -289,6 +308,8 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             if it % sample_every == 0 or it == total:
                 outs.sample(game, history)
                 outs.save(game, history, seconds(), monitor.healthy)
+            if cfg.snapshot_every and it % cfg.snapshot_every == 0 and monitor.healthy:
+                outs.snapshot(game, seconds())
             reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=it)  # this run's time only
     if reason == "interrupted":
         save_and_interrupt(rt, lambda: outs.save(game, history, seconds(), monitor.healthy, write_model=False),
