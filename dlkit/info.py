@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlkit.core.options import Json, Overwrite, Quiet, Threads
+from dlkit.core.options import Json, Overwrite, Quiet, Threads, opt
 
 app = typer.Typer()
 models_app = typer.Typer(help="List bundled models and models under $DLKIT_HOME/models.", invoke_without_command=True)
@@ -186,9 +186,9 @@ def models_average(
                                       rich_help_panel="Output")],
     weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated weight per model "
                                                    "(default: equal).", show_default=False)] = None,
-    save_dtype: Annotated[Optional[str], typer.Option("--save-dtype", help="fp32 | fp16 | int8 (default: as "
-                                                      "the first model is stored).", show_default=False,
-                                                      rich_help_panel="Output")] = None,
+    save_dtype: Annotated[Optional[str], opt("--save-dtype", choices=("fp32", "fp16", "int8"), panel="Output",
+                                             help="Weights' type in the file written (default: as the first model "
+                                                  "is stored).")] = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -212,9 +212,7 @@ def models_average(
     from dlkit.core.modelfile import save_model
     from dlkit.core.zoo import resolve_model
 
-    if save_dtype is not None and save_dtype not in ("fp32", "fp16", "int8"):
-        raise UsageError(f"--save-dtype must be fp32, fp16 or int8, not '{save_dtype}'")
-    if str(out).endswith(os.sep) or not str(out).endswith(".safetensors"):
+    if not str(out).endswith(".safetensors"):
         raise UsageError(f"--out must name a .safetensors file, not '{out}'")
     w = None
     if weights is not None:

@@ -50,14 +50,12 @@ def check_compatible(metas: list[dict], shapes: list[dict], names: list[str]) ->
                 raise ModelFileError(f"'{name}' stores '{k}' as {list(s)} but '{names[0]}' as {list(shapes[0][k])}")
 
 
-def stored_dtype(meta: dict, tensors: dict) -> str:
-    """The ``--save-dtype`` a file was written with (int8, fp16 or fp32), read from what it holds."""
-    import torch
-
+def stored_dtype(meta: dict, header: dict) -> str:
+    """The ``--save-dtype`` a file was written with (int8, fp16 or fp32), read from its header."""
     if meta.get("int8"):
         return "int8"
-    floats = [t for t in tensors.values() if t.is_floating_point()]
-    return "fp16" if floats and all(t.dtype == torch.float16 for t in floats) else "fp32"
+    floats = [v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))]
+    return "fp16" if floats and all(d == "F16" for d in floats) else "fp32"
 
 
 def average_files(paths: list[Path], weights: list[float] | None = None) -> tuple[dict, dict, str]:
@@ -67,7 +65,6 @@ def average_files(paths: list[Path], weights: list[float] | None = None) -> tupl
     (its config and the recipe that made it), with the inputs listed under ``averaged`` and no metrics: the
     inputs' scores do not describe the average. ``dtype`` is the first file's storage type."""
     import torch
-    from safetensors.torch import load_file
 
     from dlkit.core.modelfile import load_model_file, read_header, read_meta, stored_shapes
 
@@ -82,7 +79,7 @@ def average_files(paths: list[Path], weights: list[float] | None = None) -> tupl
     headers = [read_header(p) for p in paths]
     metas = [read_meta(p) for p in paths]
     check_compatible(metas, [stored_shapes(p, h, m) for p, h, m in zip(paths, headers, metas)], names)
-    dtype = stored_dtype(metas[0], load_file(os.fspath(paths[0])))
+    dtype = stored_dtype(metas[0], headers[0])
     total = float(sum(weights))
     acc: dict[str, torch.Tensor] = {}
     last: dict[str, torch.Tensor] = {}
