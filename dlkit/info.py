@@ -152,8 +152,18 @@ def models(ctx: typer.Context, json_out: Json = False) -> None:
     for m in rows:
         typer.echo(
             f"{m['name']:<{w}} {m['task'] or '?':<10} {_human(m['parameters'], ''):>8} {_human(m['size_bytes']):>9}  "
-            f"{str(m['data'] or '-')[:28]:<28} {m['metric'] or '-'}"
+            f"{_clip(str(m['data'] or '-'), 28):<28} {m['metric'] or '-'}"
         )
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: cut at the last word boundary that fits, marked with "..."."""
+    if len(text) <= width:
+        return text
+    cut = text[:width - 3]
+    if text[width - 3] != " " and " " in cut[width // 2:]:  # cut at a word boundary in the second half
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:(") + "..."
 
 
 @models_app.command("show")

@@ -190,12 +190,19 @@ def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch)
     (tmp_path / "models").mkdir()
     save_model(tmp_path / "models" / "mine.safetensors", {"w": torch.zeros(10, 3)},
                {"task": "lm", "headline": "val loss 1.23", "training": {"data": "x.txt"}})
+    save_model(tmp_path / "models" / "long.safetensors", {"w": torch.zeros(2)},
+               {"task": "lm", "headline": "val loss 2.5",
+                "training": {"data": "CIFAR-10, lossy JPEG copy (cifar10_jpeg.npz), all 50,000 images"}})
     (tmp_path / "models" / "mine.md").write_text("# mine\nA card.\n")
     r = invoke("models", "--json")
     rows = {m["name"]: m for m in map(json.loads, r.stdout.splitlines())}
     assert rows["mine"]["parameters"] == 30 and rows["mine"]["task"] == "lm" and rows["mine"]["where"] == "home"
     r = invoke("models")
     assert "mine" in r.stdout and "val loss 1.23" in r.stdout
+    long_row = next(line for line in r.stdout.splitlines() if line.startswith("long "))
+    # a long data description is cut between words and marked, and the metric column still lines up
+    assert "CIFAR-10, lossy JPEG copy..." in long_row and "(c" not in long_row
+    assert long_row.index("val loss 2.5") == r.stdout.splitlines()[0].index("metric")
     r = invoke("models", "show", "mine")
     assert r.exit_code == 0 and r.stdout == "# mine\nA card.\n"
     r = invoke("models", "show", "mine", "--json")
