@@ -42,8 +42,10 @@ def main() -> None:
     train = train[torch.randperm(len(train), generator=g)[:args.n]]
 
     def feats(x, what):
-        print(f"{what}: {len(x)} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-        return F.features(net, x)
+        f = F.features(net, x)
+        print(f"{what}: {len(x)} images done ({time.perf_counter() - t0:.0f} s since the start)", file=sys.stderr,
+              flush=True)
+        return f
 
     ref = feats(test, "test")
     rows = [{"what": "real train vs test (reference)", "fid": F.fid_from_features(feats(train, "train"), ref)}]

@@ -210,6 +210,16 @@ def test_resume_equals_uninterrupted(shapes, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_stopped_mid_epoch_records_where(shapes, tmp_path):
+    from dlkit.core.modelfile import read_meta
+
+    res = _run(_train_cfg(shapes, tmp_path, epochs=2, arch="nic", max_time=1e-9))  # stops after the first batch
+    scored = res.history[-1]["epoch"]
+    assert 0 < scored < 1  # validated where --max-time stopped it, e.g. epoch 0.5
+    meta = read_meta(tmp_path / "model.safetensors", "caption")
+    assert meta["training"]["epochs"] == scored and f"(epoch {scored})" in meta["headline"]
+
+
 def test_resume_needs_a_caption_state(shapes, tmp_path):
     from dlkit.core.errors import UsageError
     from dlkit.core.state import save_state

@@ -107,7 +107,7 @@ def caption_pixels(cap: Captioner, pixels: torch.Tensor, rt, beam: int = 3, n_be
 
 
 def model_meta(mcfg: CaptionConfig, spec: EncoderSpec, vocab: Vocab, scores: dict, recipe: dict, data: dict,
-               epoch: int, seconds: float) -> dict:
+               epoch: float, seconds: float) -> dict:
     from dataclasses import asdict
 
     return {
