@@ -48,10 +48,14 @@ if [ "${1:-}" = prepare ]; then
   inc=$(python3 -c "from dlkit.tasks.gan.fid import find_inception; print(find_inception())")
   sha256sum "$inc" | cut -d' ' -f1 > .gpum/inception.sha256
   head -c 36000000 "$inc" > .gpum/inception.part00 && tail -c +36000001 "$inc" > .gpui/inception.part01
-  # the newest MSE predictor (fp16): the CPU run that continues v3, else v3's original, else the first lease's
-  fr=${FR_INIT:-}
-  [ -n "$fr" ] || for f in runs/fr-cpu/model.safetensors runs/gpu2/fr-b-mse.safetensors runs/gpu/pack/fr-mse-model.safetensors; do
-    [ -f "$f" ] && { fr=$f; break; }; done
+  # the MSE predictor to continue (fp16): of the CPU run that continues v3, v3's original and the first lease's,
+  # the one with the lowest validation MSE in its metadata (the same 200 sequences for all three)
+  fr=${FR_INIT:-$(python3 -c "
+import os, sys
+from dlkit.core.modelfile import read_meta
+c = [p for p in sys.argv[1:] if os.path.isfile(p)]
+print(min(c, key=lambda p: read_meta(p).get('metrics', {}).get('val_mse', 1e9)) if c else '')
+" runs/fr-cpu/model.safetensors runs/gpu2/fr-b-mse.safetensors runs/gpu/pack/fr-mse-model.safetensors)}
   echo "frame predictor to continue: $fr"; cp "$fr" .gpum/fr-init.safetensors
   python3 -m pip download -q --no-deps --only-binary=:all: -d .whl torchattacks==3.5.1 2>&1 | grep -v "^WARNING" || true
   git rm -q --cached dlkit/zoo/*.safetensors
