@@ -56,11 +56,53 @@ def _debug() -> bool:
     return os.environ.get("DLKIT_DEBUG", "") not in ("", "0")
 
 
+def reflow(text: str | None) -> str | None:
+    """A docstring's paragraphs as --help shows them: the source's line breaks inside a paragraph joined (Typer
+    keeps them, and a terminal then wraps the long lines again: ragged text); example blocks (every line
+    indented) and list items (``- ``) keep their lines. man pages read paragraphs the same way."""
+    if not text:
+        return text
+    out = []
+    for para in text.strip("\n").split("\n\n"):
+        lines = para.splitlines()
+        if all(line.startswith("  ") for line in lines if line.strip()) or para.startswith("\b"):
+            out.append(para)
+            continue
+        joined: list[str] = []
+        for line in lines:
+            if joined and not line.startswith("  ") and not line.lstrip().startswith("- "):
+                joined[-1] += " " + line.strip()
+            else:
+                joined.append(line.rstrip())
+        out.append("\n".join(joined))
+    return "\n\n".join(out)
+
+
+def _reflow_all(cmd) -> None:
+    """Reflow the help of ``cmd`` and, for a group, of its commands (once per process)."""
+    if getattr(cmd, "_dlkit_reflowed", False):
+        return
+    cmd.help = reflow(cmd.help)
+    cmd._dlkit_reflowed = True
+    for sub in getattr(cmd, "commands", {}).values():
+        _reflow_all(sub)
+
+
 class DlkitGroup(TyperGroup):
     """Turns DlkitError into one red line and an exit code; Ctrl-C into exit 130 (tracebacks with --debug)."""
 
     def list_commands(self, ctx) -> list[str]:
         return list(self.commands)  # keep the order of the list above, not alphabetical
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            _reflow_all(cmd)
+        return cmd
+
+    def format_help(self, ctx, formatter):
+        _reflow_all(self)
+        return super().format_help(ctx, formatter)
 
     def invoke(self, ctx):
         results.closed = False

@@ -181,6 +181,21 @@ def test_a_torchrun_worker_leaves_without_interpreter_teardown(argv, code):
         else:
             assert r.stderr.startswith("error: No such option: --bogus")
 
+def test_help_paragraphs_are_reflowed_not_broken_where_the_source_breaks(invoke, monkeypatch):
+    from dlkit.cli import reflow
+
+    assert reflow("One\nsentence.\n\nExamples:\n\n  dlkit a\n  dlkit b\n\nText\n- item one\n  goes on\n- two") == (
+        "One sentence.\n\nExamples:\n\n  dlkit a\n  dlkit b\n\nText\n- item one\n  goes on\n- two")
+    monkeypatch.setenv("COLUMNS", "1000")  # wide enough for any paragraph on one line
+    monkeypatch.setenv("TERMINAL_WIDTH", "1000")
+    for args, a, b in [(("caption", "--help"), "With --n-best N", "and the n-best list."),
+                       (("models", "average", "--help"), "Snapshots of one run", "score it again.")]:
+        out = invoke(*args).stdout
+        # the docstring breaks this paragraph over several source lines; --help shows it as one
+        assert any(a in line and b in line for line in out.splitlines()), out
+        assert "  dlkit " in out  # the examples keep their own lines
+
+
 def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch):
     import torch
 
