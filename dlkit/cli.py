@@ -6,6 +6,7 @@ Nothing here imports torch: ``dlkit --help`` and ``dlkit <command> --help`` stay
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Annotated, Optional
 
@@ -56,21 +57,26 @@ def _debug() -> bool:
     return os.environ.get("DLKIT_DEBUG", "") not in ("", "0")
 
 
+def help_blocks(text: str):
+    """A help text's paragraphs as ``(is_example, lines)``: an example block has every line indented (or starts
+    with click's ``\\b``). --help (:func:`reflow`) and the man pages read paragraphs through this one rule."""
+    for para in re.split(r"\n\s*\n", text.strip("\n")):
+        if para.strip():
+            lines = para.strip("\n").splitlines()
+            yield all(line.startswith("  ") for line in lines if line.strip()) or para.startswith("\b"), lines
+
+
 def reflow(text: str | None) -> str | None:
     """A docstring's paragraphs as --help shows them: the source's line breaks inside a paragraph joined (Typer
-    keeps them, and a terminal then wraps the long lines again: ragged text); example blocks (every line
-    indented) and list items (``- ``) keep their lines. man pages read paragraphs the same way."""
+    keeps them, and a terminal then wraps the long lines again: ragged text); example blocks and list items
+    (``- ``) keep their lines."""
     if not text:
         return text
     out = []
-    for para in text.strip("\n").split("\n\n"):
-        lines = para.splitlines()
-        if all(line.startswith("  ") for line in lines if line.strip()) or para.startswith("\b"):
-            out.append(para)
-            continue
+    for example, lines in help_blocks(text):
         joined: list[str] = []
         for line in lines:
-            if joined and not line.startswith("  ") and not line.lstrip().startswith("- "):
+            if not example and joined and not line.startswith("  ") and not line.lstrip().startswith("- "):
                 joined[-1] += " " + line.strip()
             else:
                 joined.append(line.rstrip())

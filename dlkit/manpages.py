@@ -5,7 +5,6 @@ Regenerate with ``python -m dlkit.manpages man/``; a test fails when the pages i
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -20,12 +19,11 @@ def _esc(text: str) -> str:
 
 
 def _paragraphs(text: str) -> str:
-    text = (text or "").strip()
-    blocks = [b.strip("\n") for b in re.split(r"\n\s*\n", text) if b.strip()]
+    from dlkit.cli import help_blocks
+
     out = []
-    for b in blocks:
-        lines = b.splitlines()
-        if all(line.startswith("  ") for line in lines):  # an example block
+    for example, lines in help_blocks((text or "").strip()):
+        if example:
             out.append(".PP\n.nf\n.RS 4\n" + _esc("\n".join(line.strip() for line in lines)) + "\n.RE\n.fi")
         else:
             out.append(".PP\n" + _esc(" ".join(line.strip() for line in lines)))

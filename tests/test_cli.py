@@ -181,6 +181,7 @@ def test_a_torchrun_worker_leaves_without_interpreter_teardown(argv, code):
         else:
             assert r.stderr.startswith("error: No such option: --bogus")
 
+
 def test_help_paragraphs_are_reflowed_not_broken_where_the_source_breaks(invoke, monkeypatch):
     from dlkit.cli import reflow
 

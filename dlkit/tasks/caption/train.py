@@ -336,7 +336,7 @@ class _Loop:
             sd.update({f"encoder.{k}": v.detach().to("cpu", copy=True)
                        for k, v in self.inputs.encoder.state_dict().items()})
         meta = model_meta(self.mcfg, self.spec, self.ds.vocab, scores, asdict(self.cfg), self.ds.summary(),
-                          scores.get("epoch", self.prog["epoch"]), self.elapsed())  # 7.76 when scored mid-epoch
+                          scores["epoch"], self.elapsed())  # the scored epoch: 7.76 when --max-time stopped one
         self.best = (sd, meta)
         if self.rt.is_main:
             save_model(self.model_path, sd, meta, dtype=self.cfg.save_dtype)
