@@ -183,6 +183,8 @@ app = typer.Typer(
     cls=DlkitGroup,
     name="dlkit",
     help="Landmark deep-learning systems, runnable from a shell.\n\n"
+    "Every command has its own --help with examples; `dlkit models` lists the bundled models, the man "
+    "pages (man ./man/dlkit.1 in a checkout) describe them all.\n\n"
     "Examples:\n\n"
     "  dlkit lm-sample --model shakespeare-char --prompt 'ROMEO:'\n\n"
     "  dlkit lm-train --data input.txt --preset small --out runs/lm\n\n"

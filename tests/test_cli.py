@@ -197,6 +197,14 @@ def test_help_paragraphs_are_reflowed_not_broken_where_the_source_breaks(invoke,
         assert "  dlkit " in out  # the examples keep their own lines
 
 
+
+def test_root_help_indents_its_examples_like_every_command(invoke):
+    # Typer dedents the text after the first paragraph as one block: with "Examples:" first in it, the examples
+    # lost their indent on the root's --help only
+    out = invoke("--help").stdout
+    assert any(line.strip() == "dlkit models" and "   dlkit models" in line for line in out.splitlines()), out
+    assert any(line.strip() == "Examples:" and not line.startswith("   ") for line in out.splitlines()), out
+
 def test_models_lists_home_models_and_shows_cards(invoke, tmp_path, monkeypatch):
     import torch
 

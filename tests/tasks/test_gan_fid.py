@@ -58,10 +58,11 @@ def test_identical_sets_give_zero_and_gaussians_give_the_closed_form():
     assert math.isclose(fidlib.fid_from_features(g1, g2), closed, rel_tol=1e-9)
 
 
-def test_streamed_statistics_equal_numpy_on_all_rows():
+@pytest.mark.parametrize("block", [1, 20, 256])  # a product per update, blocks of two updates, one at the end
+def test_streamed_statistics_equal_numpy_on_all_rows(block):
     rng = np.random.default_rng(3)
     f = rng.normal(size=(103, 5)) * 0.01 + 1000.0  # a large common mean: the shifted sums keep the digits
-    acc = fidlib.RunningStats()
+    acc = fidlib.RunningStats(block=block)
     for i in range(0, len(f), 17):
         acc.update(f[i:i + 17])
     mu, cov, n = acc.result()
@@ -137,6 +138,25 @@ def test_gan_eval_fid_end_to_end_and_the_cache(invoke, tiny, tmp_path, monkeypat
     assert "from the cache" not in err and changed[0]["fid"] != rows[0]["fid"]
     assert len(list((tmp_path / "home" / "cache").glob("fid-*.npz"))) == 4
 
+
+
+def test_the_default_inception_batch_is_the_measured_one_and_batching_leaves_the_figures(invoke, tiny, tmp_path,
+                                                                                       monkeypatch):
+    import typer
+
+    from dlkit.cli import app
+
+    cmd = typer.main.get_command(app).commands["gan-eval"]
+    assert next(p.default for p in cmd.params if p.name == "batch_size") == fidlib.BATCH
+    from dlkit.tasks.gan import evaluate
+
+    model, data, incep = tiny
+    monkeypatch.setattr(evaluate, "GEN_CHUNK", 5, raising=False)  # generator chunks of 5 that Inception batches of 8 and 3 cross
+    figures = []
+    for i, more in enumerate([(), ("--batch-size", "3")]):
+        monkeypatch.setenv("DLKIT_HOME", str(tmp_path / f"home{i}"))
+        figures.append([r["fid"] for r in _eval(invoke, model, data, incep, "-n", "12", *more)[0]])
+    assert np.allclose(figures[0], figures[1], rtol=1e-6, atol=1e-9), figures
 
 def test_the_cache_key_follows_the_inception_file_and_the_preprocessing(tiny, monkeypatch):
     from dlkit.tasks.gan.evaluate import real_feature_cache

@@ -42,6 +42,29 @@ def _pick(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 STANDARD_N = 10_000  # generated images per FID in the TTUR paper and most papers since
 
 
+GEN_CHUNK = 500
+
+
+def _chunked(make: Callable[[int, int], torch.Tensor], n: int, chunk: int | None = None):
+    """``images(start, count)`` served from chunks of ``chunk`` samples, each chunk drawn as ``make(start, m)``,
+    so that the generated set does not depend on the Inception batch: --batch-size changes the speed only."""
+    chunk = chunk or GEN_CHUNK
+    held: dict[int, torch.Tensor] = {}
+
+    def images(start: int, count: int) -> torch.Tensor:
+        out = []
+        while count > 0:
+            c0 = start - start % chunk
+            if c0 not in held:
+                held.clear()
+                held[c0] = make(c0, min(chunk, n - c0))
+            take = min(count, c0 + chunk - start)
+            out.append(held[c0][start - c0:start - c0 + take])
+            start, count = start + take, count - take
+        return torch.cat(out)
+    return images
+
+
 def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int, seed: int = 0,
                  inception: str | os.PathLike | None = None, device="cpu", batch: int = fidlib.BATCH,
                  cache: Callable[[str], Path | None] | None = None, labels: tuple[str, str] = ("train", "test"),
@@ -71,8 +94,8 @@ def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int
     other_n = _pick(other, n, seed + 1)
     s_real = stats(real, len(real), f"{labels[0]} statistics", f"{labels[0]}-all-{len(real)}")
     s_other = stats(other_n, len(other_n), f"{labels[1]} statistics", f"{labels[1]}-{len(other_n)}-seed{seed + 1}")
-    gen = lambda start, count: sample(model, count, seed=seed * 1_000_003 + start, autocast=autocast)  # noqa: E731
-    s_gen = stats(gen, n, "generated")
+    make = lambda start, count: sample(model, count, seed=seed * 1_000_003 + start, autocast=autocast)  # noqa: E731
+    s_gen = stats(_chunked(make, n), n, "generated")
     fid = lambda s: fidlib.frechet_distance(s[0], s[1], s_real[0], s_real[1])  # noqa: E731
     against = f"{labels[0]} statistics ({s_real[2]})"
     return [{"what": "model", "fid": fid(s_gen), "n": n, "against": against},

