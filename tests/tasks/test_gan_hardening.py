@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dlkit.core.report import Reporter
+from dlkit.tasks.gan.fid import BATCH as INCEPTION_BATCH
 from dlkit.core.runtime import make_runtime
 
 
@@ -224,7 +225,7 @@ def _script(path, body: str):
 
 
 @pytest.mark.parametrize("body, needle", [
-    ("return x.mean()", "returned () for a batch of 16 images"),  # the training statistics come first
+    ("return x.mean()", f"returned () for a batch of {INCEPTION_BATCH} images"),  # the training statistics first
     ("return x.mean(dim=(2, 3)) * float('nan')", "NaN or infinite features"),
 ])
 def test_a_broken_inception_module_is_one_sentence(invoke, digits, tmp_path, body, needle):
