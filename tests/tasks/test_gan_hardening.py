@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from dlkit.core.report import Reporter
-from dlkit.tasks.gan.fid import BATCH as INCEPTION_BATCH
 from dlkit.core.runtime import make_runtime
+from dlkit.tasks.gan.fid import BATCH as INCEPTION_BATCH
 
 
 @pytest.fixture(autouse=True)
