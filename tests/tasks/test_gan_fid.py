@@ -151,7 +151,9 @@ def test_the_default_inception_batch_is_the_measured_one_and_batching_leaves_the
     from dlkit.tasks.gan import evaluate
 
     model, data, incep = tiny
-    monkeypatch.setattr(evaluate, "GEN_CHUNK", 5, raising=False)  # generator chunks of 5 that Inception batches of 8 and 3 cross
+    # generator chunks of 5 that Inception batches of 8 and 3 cross (raising=False: the old code, which this test
+    # must fail, had no chunks)
+    monkeypatch.setattr(evaluate, "GEN_CHUNK", 5, raising=False)
     figures = []
     for i, more in enumerate([(), ("--batch-size", "3")]):
         monkeypatch.setenv("DLKIT_HOME", str(tmp_path / f"home{i}"))

@@ -42,13 +42,14 @@ def _pick(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 STANDARD_N = 10_000  # generated images per FID in the TTUR paper and most papers since
 
 
+# Generated images per chunk of latents: the Inception batch of the GPU figures of 2026-12-04, so that their
+# generated sets are the ones gan-eval draws now.
 GEN_CHUNK = 500
 
 
-def _chunked(make: Callable[[int, int], torch.Tensor], n: int, chunk: int | None = None):
+def _chunked(make: Callable[[int, int], torch.Tensor], n: int, chunk: int):
     """``images(start, count)`` served from chunks of ``chunk`` samples, each chunk drawn as ``make(start, m)``,
     so that the generated set does not depend on the Inception batch: --batch-size changes the speed only."""
-    chunk = chunk or GEN_CHUNK
     held: dict[int, torch.Tensor] = {}
 
     def images(start: int, count: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def evaluate_fid(model: GANPair, real: torch.Tensor, other: torch.Tensor, n: int
     s_real = stats(real, len(real), f"{labels[0]} statistics", f"{labels[0]}-all-{len(real)}")
     s_other = stats(other_n, len(other_n), f"{labels[1]} statistics", f"{labels[1]}-{len(other_n)}-seed{seed + 1}")
     make = lambda start, count: sample(model, count, seed=seed * 1_000_003 + start, autocast=autocast)  # noqa: E731
-    s_gen = stats(_chunked(make, n), n, "generated")
+    s_gen = stats(_chunked(make, n, GEN_CHUNK), n, "generated")
     fid = lambda s: fidlib.frechet_distance(s[0], s[1], s_real[0], s_real[1])  # noqa: E731
     against = f"{labels[0]} statistics ({s_real[2]})"
     return [{"what": "model", "fid": fid(s_gen), "n": n, "against": against},
