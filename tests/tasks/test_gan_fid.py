@@ -145,11 +145,10 @@ def test_the_default_inception_batch_is_the_measured_one_and_batching_leaves_the
     import typer
 
     from dlkit.cli import app
+    from dlkit.tasks.gan import evaluate
 
     cmd = typer.main.get_command(app).commands["gan-eval"]
     assert next(p.default for p in cmd.params if p.name == "batch_size") == fidlib.BATCH
-    from dlkit.tasks.gan import evaluate
-
     model, data, incep = tiny
     # generator chunks of 5 that Inception batches of 8 and 3 cross (raising=False: the old code, which this test
     # must fail, had no chunks)
