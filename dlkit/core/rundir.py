@@ -8,6 +8,10 @@ Every ``*-train`` command opens its ``--out`` folder with :func:`open_run_dir`:
 * a lock (``fcntl.flock`` on ``OUT/.dlkit.lock``, released by the kernel even after ``kill -9``) refuses a
   second concurrent run into the same folder with one line;
 * temp files left by a run killed during an atomic save (``name.tmpPID``) are removed at the start.
+
+Runs that keep copies of their model along the way (``--snapshot-every``) write them to ``OUT/snapshots/`` with
+:func:`write_snapshot`; a new run (not ``--resume``) clears the old ones with :func:`clear_snapshots`, so the late
+snapshots that ``dlkit models average`` combines always come from one run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dlkit.core.atomic import check_writable_dir
 from dlkit.core.errors import OutputError, UsageError
 
 LOCK_NAME = ".dlkit.lock"
+SNAPSHOTS = "snapshots"
 _TMP = re.compile(r".+\.tmp\d+$")
 
 
@@ -86,3 +91,21 @@ def open_run_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: boo
         yield out
     finally:
         lock_file.close()
+
+
+def clear_snapshots(out: str | os.PathLike) -> None:
+    """Remove ``OUT/snapshots/step-*.safetensors`` of an earlier run (a new run, not ``--resume``; rank 0)."""
+    for old in (Path(out) / SNAPSHOTS).glob("step-*.safetensors"):
+        old.unlink()
+
+
+def write_snapshot(out: str | os.PathLike, step: int, state_dict: dict, meta: dict, dtype: str | None) -> Path:
+    """``OUT/snapshots/step-NNNNNNN.safetensors``: a model file of its own, as of ``step`` (rank 0 calls this)."""
+    from dlkit.core.modelfile import save_model
+
+    path = Path(out) / SNAPSHOTS / f"step-{step:07d}.safetensors"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create '{path.parent}': {e.strerror or e}") from None
+    return save_model(path, state_dict, meta, dtype=dtype)

@@ -210,6 +210,34 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(mnist, tmp_path, 
             assert torch.equal(a[key][k], b[key][k]), (key, k)
 
 
+def test_snapshots_are_model_files_that_average_and_belong_to_one_run(mnist, tmp_path, invoke, one_thread):
+    out = tmp_path / "r"
+    events = []
+    report = Reporter(quiet=True)
+    report.event = lambda kind, **f: events.append(f) if kind == "snapshot" else None
+    train(tiny_cfg(mnist, out, steps=6, eval_every=3, snapshot_every=2), cpu_rt(), report)
+    snaps = sorted((out / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == [f"step-000000{k}.safetensors" for k in (2, 4, 6)]
+    assert [e["step"] for e in events] == [2, 4, 6]
+    from dlkit.core.modelfile import load_model_file
+
+    files = [load_model_file(p, "frames") for p in snaps]
+    assert [m["training"]["steps"] for _, m in files] == [2, 4, 6]
+    assert files[0][1]["metrics"] == {} and files[2][1]["metrics"]["val_mse"] > 0  # step 6 was validated, 2 was not
+    final, _ = load_model_file(out / "model.safetensors", "frames")
+    key = next(k for k in final if k.endswith("weight"))
+    assert torch.equal(files[2][0][key], final[key]) and not torch.equal(files[0][0][key], final[key])
+    r = invoke("models", "average", *snaps[1:], "-o", tmp_path / "avg.safetensors")
+    assert r.exit_code == 0, r.stderr
+    avg, _ = load_model(str(tmp_path / "avg.safetensors"))
+    torch.testing.assert_close(avg.state_dict()[key], (files[1][0][key] + files[2][0][key]) / 2)
+    # a resumed run keeps the snapshots; a new run in the folder starts without the old ones
+    train(tiny_cfg(mnist, out, steps=8, eval_every=3, snapshot_every=2, resume=True), cpu_rt(), Reporter(quiet=True))
+    assert len(list((out / "snapshots").iterdir())) == 4
+    train(tiny_cfg(mnist, out, steps=2, snapshot_every=2), cpu_rt(), Reporter(quiet=True))
+    assert [p.name for p in (out / "snapshots").iterdir()] == ["step-0000002.safetensors"]
+
+
 def test_foreign_models_and_states_are_refused(mnist, tmp_path):
     save_model(tmp_path / "gan.safetensors", {"w": torch.zeros(2)}, {"task": "gan", "config": {}})
     with pytest.raises(ModelFileError, match="'gan' model"):

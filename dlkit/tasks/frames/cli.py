@@ -43,6 +43,9 @@ def frame_predict_train(
     val_size: Annotated[int, opt("--val-size", min=0, help="Validation sequences (train digits, another seed).")] = 200,
     eval_every: Annotated[int, opt("--eval-every", min=1, help="Validate and write the model every N steps.")] = 500,
     log_every: Annotated[int, opt("--log-every", min=1, help="Report losses (and check them for NaN) every N steps.")] = 20,
+    snapshot_every: Annotated[Optional[int], opt("--snapshot-every", min=1, panel="Output",
+                                                 help="Also keep the model every N steps in OUT/snapshots/ (to average the "
+                                                      "late ones: dlkit models average).")] = None,
     init: Annotated[Optional[str], opt("--init", help="Start from this frames model (e.g. adversarial from an mse model).")] = None,
     max_time: MaxTime = None,
     save_dtype: SaveDtype = "fp32",
@@ -59,7 +62,9 @@ def frame_predict_train(
     """Train a next-frame predictor (10 frames in, 10 out) on Moving MNIST made on the fly.
 
     Writes OUT/model.safetensors (the latest model, with its validation metrics) and OUT/model.state.pt
-    for --resume, which continues exactly (the sequences of each step depend only on --seed and the step).
+    for --resume, which continues exactly (the sequences of each step depend only on --seed and the step);
+    with --snapshot-every N also the model every N steps in OUT/snapshots/ (average the late ones with
+    `dlkit models average`).
     A non-empty OUT needs --resume or --overwrite; Ctrl-C or --max-time saves the state; NaN stops the run.
 
     Examples:
@@ -77,7 +82,7 @@ def frame_predict_train(
         data=str(data), out=str(out), preset=preset, width=width, depth=depth, kernel=kernel, loss=loss, recon=recon,
         game=game, gdl_weight=gdl_weight, adv_weight=adv_weight, d_steps=d_steps, d_width=d_width, d_lr=d_lr,
         batch_size=batch_size, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup, clip=clip, val_size=val_size,
-        eval_every=eval_every, log_every=log_every, max_time=max_time, init=init, seed=seed, save_dtype=save_dtype,
+        eval_every=eval_every, log_every=log_every, snapshot_every=snapshot_every, max_time=max_time, init=init, seed=seed, save_dtype=save_dtype,
         resume=resume,
     )
     cfg.validate()

@@ -27,6 +27,7 @@ from dlkit.core.modelfile import save_model
 from dlkit.core.optim import check_finite, optimizer_step, set_lr, warmup_cosine
 from dlkit.core.report import Reporter
 from dlkit.core.runtime import Runtime, rng_state, set_rng_state, unwrap
+from dlkit.core.rundir import clear_snapshots, write_snapshot
 from dlkit.core.state import save_state, state_path
 from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.nets.gan_losses import d_loss, g_loss
@@ -65,6 +66,7 @@ class TrainConfig:
     val_size: int = 200
     eval_every: int = 500
     log_every: int = 20
+    snapshot_every: int | None = None  # steps between copies of the model in OUT/snapshots/ (None: none)
     max_time: float | None = None  # seconds of this run
     init: str | None = None  # start the predictor from this frames model (e.g. adversarial from an mse model)
     seed: int = 0
@@ -105,6 +107,8 @@ class _Run:
         self.cfg, self.rt, self.report, self.digits = cfg, rt, report, digits
         self.model_path = Path(cfg.out) / MODEL_FILE
         self.state_file = state_path(self.model_path)
+        if rt.is_main and not cfg.resume:  # a new run: an earlier run's snapshots must not mix with this one's
+            clear_snapshots(cfg.out)
         self.mcfg, gen = self._predictor()
         self.adversarial = cfg.loss == "adversarial"
         disc = ClipDiscriminator(self.mcfg.t_in + self.mcfg.t_out, self.mcfg.channels, cfg.d_width) if self.adversarial else None
@@ -252,9 +256,20 @@ class _Run:
             st.update(disc=unwrap(self.disc).state_dict(), opt_d=self.opt_d.state_dict())
         save_state(self.state_file, st, task=TASK)
 
-    def meta(self, step: int) -> dict:
+    def snapshot(self, step: int) -> None:
+        """OUT/snapshots/step-NNNNNNN.safetensors: the predictor as of this step, a model file of its own (for
+        `dlkit models average`); it carries validation metrics only when they were measured at this step."""
+        if not self.rt.is_main:
+            return
+        fresh = bool(self.history) and self.history[-1]["step"] == step
+        path = write_snapshot(self.cfg.out, step, unwrap(self.gen).state_dict(), self.meta(step, None if fresh else {}),
+                              self.cfg.save_dtype)
+        self.report.event("snapshot", step=step, path=str(path))
+
+    def meta(self, step: int, metrics: dict | None = None) -> dict:
         cfg, m = self.cfg, self.mcfg
-        head = f"val MSE {self.metrics['val_mse']:.1f}, SSIM {self.metrics['val_ssim']:.3f}" if self.metrics else f"step {step}"
+        metrics = self.metrics if metrics is None else metrics
+        head = f"val MSE {metrics['val_mse']:.1f}, SSIM {metrics['val_ssim']:.3f}" if metrics else f"step {step}"
         recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume")}
         recipe["data"] = Path(cfg.data).name  # the recipe names files, not this machine's folders
         if cfg.init:  # the shape came from the init model ("config" has it): the preset options did not apply
@@ -264,7 +279,7 @@ class _Run:
                 "training": {"data": f"Moving MNIST from {Path(cfg.data).name} (train digits, on the fly)", "steps": step,
                              "sequences": step * cfg.batch_size * self.rt.world_size, "seconds": round(self.seconds(), 1),
                              "loss": cfg.loss, "init": self.init_meta, "recipe": recipe},
-                "metrics": self.metrics, "headline": f"{m.arch} {cfg.loss}, {step} steps; {head}"}
+                "metrics": metrics, "headline": f"{m.arch} {cfg.loss}, {step} steps; {head}"}
 
 
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
@@ -289,6 +304,8 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                 update(1)
             if step % cfg.eval_every == 0 and step < cfg.steps:
                 run.evaluate_and_save(step)
+            if cfg.snapshot_every and step % cfg.snapshot_every == 0 and step < cfg.steps:
+                run.snapshot(step)
             reason = stop_reason(stop, rt, t0=t0, max_time_s=cfg.max_time, step=step, max_steps=cfg.steps)
             if reason == "interrupted":
                 save_and_interrupt(rt, lambda: run.save(step, write_model=False), f"at step {step}", run.state_file)
@@ -297,4 +314,6 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
             if reason:
                 break
     run.evaluate_and_save(step)
+    if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        run.snapshot(step)  # the last step's (again, when --max-time stopped the run there: now with its metrics)
     return TrainResult(str(run.model_path), step, run.seconds(), run.metrics, run.baseline)

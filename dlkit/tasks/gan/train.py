@@ -22,6 +22,7 @@ from dlkit.core.errors import OutputError, UsageError
 from dlkit.core.interrupt import StopSignal
 from dlkit.core.optim import check_finite
 from dlkit.core.report import Reporter
+from dlkit.core.rundir import clear_snapshots, write_snapshot
 from dlkit.core.runtime import Runtime, num_params, unwrap
 from dlkit.core.training import resume_state, save_and_interrupt, stop_reason
 from dlkit.tasks.gan import figures
@@ -159,8 +160,7 @@ class _Outputs:
         if rt.is_main:
             check_writable_dir(out)
             if not cfg.resume:  # --overwrite replaces the run: its snapshots must not mix with this one's
-                for old in (out / "snapshots").glob("step-*.safetensors"):
-                    old.unlink()
+                clear_snapshots(out)
         g = torch.Generator().manual_seed(cfg.seed + 12345)
         n = 64 if mcfg.is_image else 2000
         self.fixed_z = torch.randn(n, mcfg.z_dim, generator=g)
@@ -222,13 +222,9 @@ class _Outputs:
         its own (`gan-sample`, `gan-eval`), for averaging the late ones (`dlkit models average`). Rank 0."""
         if not self.rt.is_main:
             return None
-        path = Path(self.cfg.out) / "snapshots" / f"step-{game.step:07d}.safetensors"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create '{path.parent}': {e.strerror or e}") from None
         meta = model_meta(self.cfg, self.mcfg, self.data, game, seconds, {}, with_discriminator=False)
-        save_model(path, generator_state(game, with_discriminator=False), meta, dtype=self.cfg.save_dtype)
+        path = write_snapshot(self.cfg.out, game.step, generator_state(game, with_discriminator=False), meta,
+                              self.cfg.save_dtype)
         self.report.event("snapshot", step=game.step, path=str(path))
         return path
 
