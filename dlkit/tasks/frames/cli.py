@@ -82,7 +82,8 @@ def frame_predict_train(
         data=str(data), out=str(out), preset=preset, width=width, depth=depth, kernel=kernel, loss=loss, recon=recon,
         game=game, gdl_weight=gdl_weight, adv_weight=adv_weight, d_steps=d_steps, d_width=d_width, d_lr=d_lr,
         batch_size=batch_size, steps=steps, lr=lr, min_lr=min_lr, warmup=warmup, clip=clip, val_size=val_size,
-        eval_every=eval_every, log_every=log_every, snapshot_every=snapshot_every, max_time=max_time, init=init, seed=seed, save_dtype=save_dtype,
+        eval_every=eval_every, log_every=log_every, snapshot_every=snapshot_every, max_time=max_time, init=init,
+        seed=seed, save_dtype=save_dtype,
         resume=resume,
     )
     cfg.validate()
