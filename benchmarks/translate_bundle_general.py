@@ -19,7 +19,6 @@ benchmarks/RESULTS.md from the figures stored in the bundled en-fr and en-de fil
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
 from pathlib import Path
@@ -149,16 +148,13 @@ def make_card(name: str, meta: dict, out: Path, save_dtype: str) -> str:
 
 def rewrite_card(args, recipe: str) -> None:
     """New recipe/hardware/data label in the bundled file's metadata (tensors untouched) and a new card."""
-    from safetensors.torch import load_file, save_file
+    from dlkit.core.modelfile import read_meta, replace_meta
 
     out = ZOO / f"{args.name}.safetensors"
-    from dlkit.core.modelfile import _META_KEY as key, read_header
-
-    raw = read_header(out)["__metadata__"]
-    meta = json.loads(raw[key])
+    meta = read_meta(out)
     meta["training"]["command"], meta["training"]["hardware"] = recipe, args.hardware
     meta["training"]["data"] = DATA_LABEL
-    save_file(load_file(out), out, metadata={**raw, key: json.dumps(meta)})
+    replace_meta(out, meta)
     ZOO.joinpath(f"{args.name}.md").write_text(make_card(args.name, meta, out, args.save_dtype))
     print(f"{out}: card and metadata rewritten")
 

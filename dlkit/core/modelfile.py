@@ -149,6 +149,16 @@ def save_model(path: str | os.PathLike, state_dict: dict, meta: dict[str, Any], 
     return atomic_write_bytes(path, data)
 
 
+def replace_meta(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``meta`` as the dlkit metadata of an existing model file, atomically; the stored tensors (int8 ones and
+    their scales included) are written back exactly as they are, so figures measured on the file still hold."""
+    from safetensors.torch import load_file, save
+
+    raw = read_header(path).get("__metadata__") or {}
+    data = save(load_file(path), metadata={**raw, _META_KEY: json.dumps(meta, default=_json_default)})
+    return atomic_write_bytes(path, data)
+
+
 def quantize_int8(t):
     """Symmetric per-row int8: row i is ``q[i] * scale[i]`` with ``scale[i] = max|t[i]| / 127`` (fp16)."""
     import torch

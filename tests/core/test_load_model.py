@@ -77,6 +77,24 @@ def test_int8_file_is_smaller_loads_back_close_and_hides_its_scales(tmp_path, mo
     assert describe(tmp_path / "q.safetensors", "here")["parameters"] == sum(v.numel() for v in net.state_dict().values())
 
 
+def test_replace_meta_changes_the_metadata_and_keeps_the_stored_tensors(tmp_path, monkeypatch):
+    import dlkit.core.modelfile as mf
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(mf, "INT8_MIN_ELEMENTS", 16)
+    path = tmp_path / "q.safetensors"
+    _save(path, cfg=NetConfig(width=64, tied=True), dtype="int8")
+    before, meta = load_file(path), read_meta(path)
+    assert meta["int8"] and meta["aliases"]  # both kinds of bookkeeping the rewrite must keep
+    mf.replace_meta(path, {**meta, "headline": "new figure", "metrics": {"fid": 1.5}})
+    after = load_file(path)
+    assert before.keys() == after.keys()
+    assert all(after[k].dtype == t.dtype and torch.equal(after[k], t) for k, t in before.items())
+    assert read_meta(path) == {**meta, "headline": "new figure", "metrics": {"fid": 1.5}}
+    model, _ = load_model(path, "toy", build)  # still a model file: the int8 list and the tied tensors resolve
+    assert torch.equal(model.head.weight, model.emb.weight)
+
+
 def test_an_int8_list_naming_a_float_tensor_is_one_line(tmp_path):
     meta = '{"task": "toy", "int8": ["w"]}'
     p = _raw_file(tmp_path / "m.safetensors", {"__metadata__": {"dlkit": meta},

@@ -150,9 +150,7 @@ def test_the_default_inception_batch_is_the_measured_one_and_batching_leaves_the
     cmd = typer.main.get_command(app).commands["gan-eval"]
     assert next(p.default for p in cmd.params if p.name == "batch_size") == fidlib.BATCH
     model, data, incep = tiny
-    # generator chunks of 5 that Inception batches of 8 and 3 cross (raising=False: the old code, which this test
-    # must fail, had no chunks)
-    monkeypatch.setattr(evaluate, "GEN_CHUNK", 5, raising=False)
+    monkeypatch.setattr(evaluate, "GEN_CHUNK", 5)  # generator chunks of 5 that Inception batches of 8 and 3 cross
     figures = []
     for i, more in enumerate([(), ("--batch-size", "3")]):
         monkeypatch.setenv("DLKIT_HOME", str(tmp_path / f"home{i}"))
