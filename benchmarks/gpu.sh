@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU lease's work, in three calls of the device tool because the data does not fit one call's 64 MiB tree
-# (CIFAR-10 in the first, MNIST, the frame predictor to continue and part of the Inception weights in the second,
+# (CIFAR-10 in the first, MNIST, the frame predictor and the generator to continue and part of the Inception weights in the second,
 # the rest of the Inception weights in the third). Trainings start in the background (setsid) as soon as their data
 # is there; the third call waits for them, measures and packs the results. Second lease (2026-12-04, evening):
 #   issue 24 - the SimVP frame predictor of the first lease trained on (two lanes: batch 32 and 64), then the
@@ -55,8 +55,10 @@ import os, sys
 from dlkit.core.modelfile import read_meta
 c = [p for p in sys.argv[1:] if os.path.isfile(p)]
 print(min(c, key=lambda p: read_meta(p).get('metrics', {}).get('val_mse', 1e9)) if c else '')
-" runs/fr-cpu/model.safetensors runs/gpu2/fr-b-mse.safetensors runs/gpu/pack/fr-mse-model.safetensors)}
+" runs/fr-cpu2/model.safetensors runs/fr-cpu/model.safetensors runs/gpu2/fr-b-mse.safetensors \
+  runs/gpu/pack/fr-mse-model.safetensors dlkit/zoo/moving-mnist-mse.safetensors)}
   echo "frame predictor to continue: $fr"; cp "$fr" .gpum/fr-init.safetensors
+  cp dlkit/zoo/cifar10-dcgan.safetensors .gpum/gan-init.safetensors   # the generator lane gan-c5 continues
   python3 -m pip download -q --no-deps --only-binary=:all: -d .whl torchattacks==3.5.1 2>&1 | grep -v "^WARNING" || true
   git rm -q --cached dlkit/zoo/*.safetensors
   for c in ".gpuc .whl" .gpum .gpui; do
@@ -130,6 +132,14 @@ cifar_gan() {  # cifar_gan NAME BATCH: hinge + spectral norm + TTUR (G 1e-4, D 4
 }
 lane_gan_c3() { cifar_gan gan-c3 128; }
 lane_gan_c4() { cifar_gan gan-c4 256; }
+lane_gan_c5() {  # the bundled cifar10-dcgan (c1, FID 51.0) continued: c4's game at half the rates, a fresh D
+  # (the bundle keeps none) trained alone for 2,000 updates first (gan-train --init, --d-warmup)
+  if [ "$TINY" = 1 ]; then gan_lane gan-c5 2 0.05 --dataset cifar10 --data "$CIFAR" --image-size 32 --steps 3 --batch-size 8 \
+    --log-every 1 --loss hinge --init "$R/dlkit/zoo/cifar10-dcgan.safetensors" --d-warmup 2
+  else gan_lane gan-c5 "$GAN_SEGS" "$GAN_SEG_MIN" --dataset cifar10 --data "$CIFAR" --image-size 32 \
+    --init "$W/data/gan-init.safetensors" --d-warmup 2000 --loss hinge --lr 5e-5 --d-lr 2e-4 --beta1 0 --beta2 0.9 \
+    --batch-size 256 --epochs 2000 --ema 0.999 --log-every 500; fi
+}
 lane_gan_m() {  # MNIST dcgan, the CIFAR-10 game (hinge, spectral norm, TTUR), EMA
   if [ "$TINY" = 1 ]; then gan_lane gan-m 2 0.05 --dataset mnist --data "$MNIST" --steps 3 --batch-size 8 --log-every 1 --loss hinge --spectral-norm
   else gan_lane gan-m 3 2.0 --dataset mnist --data "$MNIST" --arch dcgan --loss hinge --spectral-norm --lr 1e-4 --d-lr 4e-4 \
@@ -177,8 +187,10 @@ lane_fr_b() { frames_lane fr-b 64 1e-3; }
 # met, so fewer lanes share the GPU: CIFAR-10's best game (c4) and the frames lane at batch 64, each given the
 # GPU share the dropped lanes had (the lanes' minutes are bounded by the lease, not by the other lanes). The second
 # lease's lanes remain available by name: LANES1="cls-w gan-c3 gan-c4" LANES2="fr-a fr-b gan-m gan-mlp".
+# Since 2026-12-05 (eighth session): gan-c5 continues the bundled generator (its file comes in stage2) beside c4
+# from scratch, so one lease says whether continuing beats restarting.
 LANES1=${LANES1:-"gan-c4"}
-LANES2=${LANES2:-"fr-b"}
+LANES2=${LANES2:-"fr-b gan-c5"}
 
 if [ "${1:-}" = lane ]; then
   log "$2" "start"; "lane_${2//-/_}"; log "$2" "done"; touch "$W/$2.done"; exit 0
@@ -197,7 +209,8 @@ stage1() {  # CIFAR-10 is here: copy code and data out of the tree, install the 
   for l in $LANES1; do copy_self "$l"; launch "$l"; done
 }
 stage2() {  # MNIST, the frames model to continue and part of the Inception weights: start the MNIST lanes
-  if [ "$TINY" != 1 ]; then cp "$R/.gpum/mnist.npz" "$R/.gpum/fr-init.safetensors" "$R/.gpum/inception.part00" "$R/.gpum/inception.sha256" "$W/data/"; fi
+  if [ "$TINY" != 1 ]; then cp "$R/.gpum/mnist.npz" "$R/.gpum/fr-init.safetensors" "$R/.gpum/gan-init.safetensors" \
+    "$R/.gpum/inception.part00" "$R/.gpum/inception.sha256" "$W/data/"; fi
   for l in $LANES2; do copy_self "$l"; launch "$l"; done
   log stage2 "$(ls "$W")"
 }
@@ -259,7 +272,7 @@ pack() {
     [ -f "$f" ] && cp "$f" "$W/pack/"
   done
   # CIFAR-10 generators: the snapshot with the lowest FID of each lane, int8; MNIST: every snapshot, fp16
-  for d in gan-c3 gan-c4; do
+  for d in gan-c3 gan-c4 gan-c5; do
     local best="" bf=1e9
     for f in "$W/$d"-snap*.safetensors; do
       [ -f "$f" ] || continue; local v; v=$(fid_of "$W/fid-$(basename "$f" .safetensors).jsonl")
@@ -276,7 +289,7 @@ pack() {
   for d in fr-a-mse fr-a-adv fr-b-mse fr-b-adv; do   # the frame predictors, int8 (made in their lane)
     [ -f "$W/$d.int8.safetensors" ] && cp "$W/$d.int8.safetensors" "$W/pack/"
   done
-  for d in gan-c3 gan-c4 gan-m gan-mlp fr-a-mse fr-a-adv fr-b-mse fr-b-adv; do
+  for d in gan-c3 gan-c4 gan-c5 gan-m gan-mlp fr-a-mse fr-a-adv fr-b-mse fr-b-adv; do
     [ -d "$W/$d" ] || continue
     find "$W/$d" -maxdepth 1 \( -name '*.json' -o -name '*.jsonl' -o -name '*.png' -o -name '*.md' \) \
       -exec sh -c 'cp "$1" "$2/$3-$(basename "$1")"' _ {} "$W/pack" "$d" \;

@@ -537,3 +537,93 @@ def test_snapshots_are_model_files_that_average(invoke, tmp_path):
     assert r.exit_code == 0 and [p.name for p in (out / "snapshots").iterdir()] == ["step-0000010.safetensors"]
     r = invoke("gan-train", "--dataset", "gaussian", "--steps", "20", "--snapshot-every", "10", "--out", out, "--resume")
     assert r.exit_code == 0 and len(list((out / "snapshots").iterdir())) == 2
+
+
+# ------------------------------------------------------------------ --init and --d-warmup: continuing a generator
+def _gaussian_model(tmp_path, name="a", **kw) -> str:
+    res = train(TrainConfig(dataset="gaussian", steps=10, log_every=5, out=str(tmp_path / name), **kw), cpu_rt(), quiet())
+    return res.model_path
+
+
+def test_init_loads_the_generator_and_a_matching_discriminator_else_a_fresh_one(tmp_path):
+    from dlkit.tasks.gan.train import load_init
+
+    src = _gaussian_model(tmp_path)
+    saved, _ = infer.load_gan(src)
+    data = GANData("gaussian", None, None, [])
+    for d_width, same_d in ((None, True), (16, False)):
+        cfg, mcfg = resolve(TrainConfig(dataset="gaussian", d_width=d_width, out=str(tmp_path / "x")), data)
+        init = load_init(src, data)
+        init.check(mcfg, quiet())
+        game = Game(cfg, mcfg, data, cpu_rt(), None, init.weights())
+        for k, v in saved.generator.state_dict().items():
+            assert torch.equal(game.gen.state_dict()[k], v), k
+            assert torch.equal(game.ema.state_dict()[k], v), k  # the EMA starts from the loaded weights
+        d_now = next(iter(game.disc.state_dict().values()))
+        assert torch.equal(d_now, next(iter(saved.discriminator.state_dict().values()))) == same_d
+
+
+def test_d_warmup_moves_only_the_discriminator_with_noise_of_its_own(tmp_path):
+    from dlkit.tasks.gan.train import _warm_up, load_init
+
+    src = _gaussian_model(tmp_path)
+    data = GANData("gaussian", None, None, [])
+    cfg, mcfg = resolve(TrainConfig(dataset="gaussian", d_width=16, d_warmup=6, log_every=2, out=str(tmp_path / "x")), data)
+    init = load_init(src, data)
+    init.check(mcfg, quiet())
+    game = Game(cfg, mcfg, data, cpu_rt(), None, init.weights())
+    g0 = {k: v.clone() for k, v in game.gen.state_dict().items()}
+    d0 = {k: v.clone() for k, v in game.disc.state_dict().items()}
+    keys = []
+    orig = game.noise
+    game.noise = lambda n, tag, key=None: (keys.append(key), orig(n, tag, key))[1]
+    _warm_up(cfg, game, quiet(), None)
+    assert game.d_updates == 6 and game.step == 0 and game.g_updates == 0
+    assert all(torch.equal(game.gen.state_dict()[k], v) for k, v in g0.items())
+    assert any(not torch.equal(game.disc.state_dict()[k], v) for k, v in d0.items())
+    assert keys == [-1, -2, -3, -4, -5, -6]  # distinct, and never an iteration's (step * 8 + tag >= 0)
+    z = [orig(4, 0, k)[0] for k in keys[:2]] + [orig(4, 0)[0]]
+    assert not torch.equal(z[0], z[1]) and not torch.equal(z[0], z[2])
+
+
+def test_init_with_warmup_resumes_exactly_and_records_its_source(tmp_path):
+    src = _gaussian_model(tmp_path, g_width=32, d_width=16)  # not the defaults: a resume must take the file's too
+    kw = dict(dataset="gaussian", steps=20, log_every=5, sample_every=10, init=src, d_warmup=4)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **kw), cpu_rt(), quiet())
+    with pytest.raises(DlkitError, match="interrupted"):
+        train(TrainConfig(out=str(tmp_path / "cut"), **kw), cpu_rt(), quiet(), StopAt(12))
+    resumed = train(TrainConfig(out=str(tmp_path / "cut"), resume=True, **kw), cpu_rt(), quiet())
+    assert (full.d_updates, full.g_updates) == (resumed.d_updates, resumed.g_updates) == (24, 20)
+    a, meta_a = infer.load_gan(full.model_path)
+    b, meta_b = infer.load_gan(resumed.model_path)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert meta_a["training"]["init"]["name"] == meta_b["training"]["init"]["name"] == "model"
+    assert meta_a["training"]["recipe"]["d_warmup"] == 4
+    assert (meta_b["config"]["g_width"], meta_b["config"]["d_width"]) == (32, 16)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--g-width", "8"], "--g-width 8: the --init generator"),
+    (["--dataset", "ring"], "makes 1 samples but the data is 2"),
+])
+def test_cli_init_that_does_not_fit_is_one_line(invoke, tmp_path, args, needle):
+    src = _gaussian_model(tmp_path)
+    opts = ["--dataset", "gaussian", "--steps", "2", "--out", tmp_path / "o", "--init", src]
+    r = invoke("gan-train", *opts, *args)
+    assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    lm = tmp_path / "other.safetensors"
+    save_model(lm, {"w": torch.zeros(2)}, {"task": "lm"})
+    r = invoke("gan-train", *opts[:-1], lm)
+    assert r.exit_code != 0 and "gan" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_init_continues_and_says_what_it_loaded(invoke, tmp_path):
+    src = _gaussian_model(tmp_path, d_width=16)
+    r = invoke("gan-train", "--dataset", "gaussian", "--steps", "3", "--init", src, "--d-warmup", "5",
+               "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    assert "generator and discriminator from --init" in r.stderr and "5 discriminator warm-up updates" in r.stderr
+    _, meta = infer.load_gan(tmp_path / "o" / "model.safetensors")
+    assert meta["config"]["d_width"] == 16  # the file's shape, not this run's default
+    assert meta["training"]["d_updates"] == 8

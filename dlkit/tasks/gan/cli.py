@@ -47,6 +47,10 @@ def gan_train(
                                                       "OUT/snapshots/ (to average the late ones: dlkit models "
                                                       "average).")] = None,
     log_every: Annotated[int, opt("--log-every", min=1, help="Iterations between logged metrics.")] = 50,
+    init: Annotated[Optional[str], opt("--init", help="Continue this gan model's generator (name or file; its "
+                                       "discriminator too when it has one of this run's shape).")] = None,
+    d_warmup: Annotated[int, opt("--d-warmup", min=0, help="Discriminator-only updates against the generator before "
+                                 "the first iteration (for a fresh D with --init).")] = 0,
     max_time: MaxTime = None,
     save_dtype: SaveDtype = "fp32",
     resume: Resume = False,
@@ -68,6 +72,9 @@ def gan_train(
     NaN stops the run.
     Adam's --lr is 2e-4 by default (wgan-gp 1e-4, the toys 1e-3). With --resume, rates, betas and --ema
     are the saved run's unless given again (given ones take effect).
+    --init continues a trained generator (the bundled ones keep no discriminator: a fresh one is trained
+    alone for --d-warmup updates first); the networks' shapes (--arch, --z-dim, widths, --spectral-norm) are
+    the file's unless given.
 
     Examples:
 
@@ -80,6 +87,8 @@ def gan_train(
       dlkit gan-train --dataset mnist --data mnist.npz --arch mlp --epochs 400 --snapshot-every 25000 --out runs/mlp
 
       dlkit gan-train --dataset folder --data faces/ --image-size 64 --loss hinge --spectral-norm --out runs/faces
+
+      dlkit gan-train --dataset cifar10 --data cifar10_jpeg.npz --image-size 32 --init cifar10-dcgan --d-warmup 1000 --loss hinge --lr 5e-5 --d-lr 2e-4 --beta1 0 --beta2 0.9 --batch-size 64 --out runs/more
     """
     from dlkit.core.training import run_training
     from dlkit.tasks.gan.data import default_arch
@@ -90,13 +99,25 @@ def gan_train(
         arch=arch, z_dim=z_dim, g_width=g_width, d_width=d_width, conditional=conditional,
         spectral_norm=spectral_norm, loss=loss, d_steps=d_steps, g_steps=g_steps, lr=lr, d_lr=d_lr, beta1=beta1, beta2=beta2,
         batch_size=batch_size, steps=steps, epochs=epochs, ema=ema, sample_every=sample_every, snapshot_every=snapshot_every,
-        log_every=log_every,
+        log_every=log_every, init=init, d_warmup=d_warmup,
         max_time=max_time, out=str(out), seed=seed, save_dtype=save_dtype, resume=resume,
     )
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
                  seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained,
-                 family=f"gan:{default_arch(arch, dataset)}")
+                 family=f"gan:{arch or _init_arch(init) or default_arch(arch, dataset)}")
+
+
+def _init_arch(init: str | None) -> str | None:
+    """The --init model's arch, for --precision auto (core.runtime.CPU_AUTO_BF16); None if it cannot be read."""
+    if not init:
+        return None
+    from dlkit.core.modelfile import read_meta
+
+    try:
+        return read_meta(init, "gan").get("arch")
+    except Exception:  # noqa: BLE001 - the training reports a bad --init file itself, in one line
+        return None
 
 
 def _trained(result, report) -> None:

@@ -81,11 +81,17 @@ def standing_stats(gen: torch.nn.Module, mcfg: GANConfig, device, batches: int =
 class Game:
     """Networks, optimizers, EMA and the counters of one run; :meth:`iteration` plays one round."""
 
-    def __init__(self, cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, state: dict | None):
+    def __init__(self, cfg: TrainConfig, mcfg: GANConfig, data: GANData, rt: Runtime, state: dict | None,
+                 init: dict | None = None):
         self.cfg, self.mcfg, self.rt, self.data = cfg, mcfg, rt, data
         if cfg.loss == "wgan-gp" and rt.distributed:
             raise UsageError("--loss wgan-gp does not run under DDP (its double backward bypasses DDP); use hinge")
         pair = GANPair(mcfg)
+        self.init_meta: dict | None = None  # --init's name and headline, for the model file (train.py sets it)
+        if init is not None and state is None:  # --init: the EMA copy below starts from the same weights
+            pair.generator.load_state_dict(init["generator"])
+            if init.get("discriminator"):
+                pair.discriminator.load_state_dict(init["discriminator"])
         self.ema = copy.deepcopy(pair.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
         if state is not None:
             pair.generator.load_state_dict(state["generator"])
@@ -110,19 +116,21 @@ class Game:
             self.step, self.real_used = state["step"], state["real_used"]
             self.d_updates, self.g_updates = state["d_updates"], state["g_updates"]
 
-    def noise(self, n: int, tag: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step * 8 + tag) * self.rt.world_size + self.rt.rank)
+    def noise(self, n: int, tag: int, key: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Seeded by (seed, iteration, tag), or by ``key`` (negative: the warm-up's, never an iteration's)."""
+        key = self.step * 8 + tag if key is None else key
+        g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + key) * self.rt.world_size + self.rt.rank)
         z = torch.randn(n, self.mcfg.z_dim, generator=g)
         y = torch.randint(0, self.mcfg.num_classes, (n,), generator=g) if self.mcfg.num_classes else None
         return z.to(self.rt.device), (y.to(self.rt.device) if y is not None else None)
 
-    def d_update(self, k: int) -> dict[str, torch.Tensor]:
+    def d_update(self, k: int, noise_key: int | None = None) -> dict[str, torch.Tensor]:
         cfg, rt = self.cfg, self.rt
         real, y = self.batches.get(self.real_used)
         self.real_used += 1
         real = real.to(rt.device, non_blocking=True)
         y = y.to(rt.device) if (y is not None and self.mcfg.num_classes) else None
-        z, yf = self.noise(real.shape[0], k)
+        z, yf = self.noise(real.shape[0], k, noise_key)
         self.opt_d.zero_grad(set_to_none=True)  # the G update left gradients in D
         with rt.autocast():
             with torch.no_grad():

@@ -71,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     save_dtype: str = "fp32"
     resume: bool = False
+    init: str | None = None  # start the generator (and a matching discriminator) from this gan model file
+    d_warmup: int = 0  # discriminator-only updates against the --init generator before the first iteration
 
 
 @dataclass
@@ -134,7 +136,7 @@ def model_meta(cfg: TrainConfig, mcfg: GANConfig, data: GANData, game: Game, sec
         "toy": data.name if data.is_toy else None,
         "classes": list(data.classes) if mcfg.num_classes else [],
         "data_range": "[-1, 1]; pixels = (x + 1) / 2" if mcfg.is_image else "raw coordinates",
-        "training": {"data": what, "loss": cfg.loss, "steps": game.step, "d_updates": game.d_updates,
+        "training": {"data": what, "loss": cfg.loss, "init": game.init_meta, "steps": game.step, "d_updates": game.d_updates,
                      "g_updates": game.g_updates, "epochs": round(game.real_used / game.batches.per_epoch, 2)
                      if game.batches.per_epoch else None, "seconds": round(seconds, 1), "ema": cfg.ema, "recipe": recipe},
         "metrics": metrics,
@@ -208,7 +210,8 @@ class _Outputs:
 
     def save(self, game: Game, history: list, seconds: float, healthy: bool, write_model: bool = True) -> None:
         """Written by rank 0; called on every rank (the game's state gathers the ranks' RNG states)."""
-        st = {**game.state(), "history": history, "elapsed": seconds, "config": asdict(self.cfg)}
+        st = {**game.state(), "history": history, "elapsed": seconds, "config": asdict(self.cfg),
+              "init_meta": game.init_meta}
         if not self.rt.is_main:
             return
         if write_model and (healthy or not self.model_path.exists()):
@@ -278,8 +281,9 @@ def check_size(mcfg: GANConfig) -> None:
 def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | None = None) -> TrainResult:
     """Play the game for ``steps`` iterations (or ``epochs``); see the module docstring."""
     stop = stop or StopSignal()
-    cfg, mcfg, data, outs, state = _setup(cfg, rt, report)
-    game = Game(cfg, mcfg, data, rt, state)
+    cfg, mcfg, data, outs, state, init = _setup(cfg, rt, report)
+    game = Game(cfg, mcfg, data, rt, state, init.weights() if init and not state else None)
+    game.init_meta = (state or {}).get("init_meta") if state else (init.meta if init else None)
     total, sample_every = _plan(cfg, data, game.batches.per_epoch)
     history = list(state["history"]) if state else []
     elapsed0, t0 = (state["elapsed"] if state else 0.0), time.monotonic()
@@ -292,6 +296,8 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
     reason = None
     game.gen.train()
     game.disc.train()
+    if cfg.d_warmup and game.d_updates == 0:
+        _warm_up(cfg, game, report, cut_short)
     with report.progress(total, "gan-train", start=game.step) as update:
         while game.step < total and reason is None:
             it = game.step + 1
@@ -321,6 +327,22 @@ def train(cfg: TrainConfig, rt: Runtime, report: Reporter, stop: StopSignal | No
                        monitor.warned, outs.samples)
 
 
+def _warm_up(cfg: TrainConfig, game: Game, report: Reporter, cut_short) -> None:
+    """--d-warmup N: N discriminator updates with the generator held fixed (a fresh discriminator against a
+    trained generator would otherwise give it noise for gradients); they count as D updates, not iterations."""
+    with report.progress(cfg.d_warmup, "gan-train: discriminator warm-up") as update:
+        for i in range(cfg.d_warmup):
+            row = game.d_update(0, noise_key=-(i + 1))
+            game.rt.scaler.update()
+            if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.d_warmup:
+                update(cfg.log_every if (i + 1) % cfg.log_every == 0 else (i + 1) % cfg.log_every,
+                       loss_d=float(row["loss_d"]), d_real=float(row["d_real"]), d_fake=float(row["d_fake"]))
+            if cut_short is not None and cut_short():
+                break
+    report.info(f"gan-train: {game.d_updates} discriminator warm-up updates; last loss_d {float(row['loss_d']):.4f}, "
+                f"D(x) {float(row['d_real']):.3f}, D(G(z)) {float(row['d_fake']):.3f}")
+
+
 def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
     """Checked options, the data, the resolved configs, the run folder and (with --resume) the saved state."""
     check_options(cfg)
@@ -328,9 +350,17 @@ def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
         raise UsageError(f"--image-size {cfg.image_size}: dcgan makes {'/'.join(map(str, DCGAN_SIZES))} px images "
                          "(or use --arch mlp)")
     data = load_data(cfg.dataset, cfg.data, cfg.image_size, cfg.channels, cfg.download)
+    init = None
+    if cfg.init:  # its shapes are the run's defaults; its weights are used unless --resume's state holds them
+        init = load_init(cfg.init, data)
+        cfg = replace(cfg, arch=cfg.arch or init.cfg.arch, z_dim=cfg.z_dim or init.cfg.z_dim,
+                      g_width=cfg.g_width or init.cfg.g_width, d_width=cfg.d_width or init.cfg.d_width,
+                      spectral_norm=cfg.spectral_norm or init.cfg.spectral_norm)
     given = cfg
     cfg, mcfg = resolve(cfg, data)
     check_size(mcfg)
+    if init is not None and not cfg.resume:
+        init.check(mcfg, report)
     for note in data.notes:
         report.info(f"gan-train: note: {note}")
     outs = _Outputs(cfg, mcfg, data, rt, report)
@@ -340,7 +370,56 @@ def _setup(cfg: TrainConfig, rt: Runtime, report: Reporter):
                              config=asdict(cfg), shape_keys=SHAPE_KEYS + ("loss",))
         cfg = resumed_settings(given, cfg, state["config"])
         outs.cfg = cfg
-    return cfg, mcfg, data, outs, state
+    return cfg, mcfg, data, outs, state, init
+
+
+class Init:
+    """``--init MODEL``: the generator of a gan model file (and its discriminator when the file has one of the
+    run's shape), to continue training it: the bundled generators keep no discriminator, so theirs starts fresh
+    (``--d-warmup N`` trains it alone against the loaded generator first)."""
+
+    def __init__(self, spec: str, pair, meta: dict):
+        self.spec, self.pair, self.cfg = spec, pair, pair.cfg
+        self.meta = {"name": meta.get("name"), "headline": meta.get("headline")}
+        self.discriminator: dict | None = None
+
+    def check(self, mcfg: GANConfig, report: Reporter) -> None:
+        """The run's generator must be the file's (one UsageError line naming the option that differs)."""
+        mine, theirs = mcfg, self.cfg
+        for opt, a, b in (("--arch", mine.arch, theirs.arch), ("--z-dim", mine.z_dim, theirs.z_dim),
+                          ("--g-width", mine.g_width, theirs.g_width)):
+            if a != b:
+                raise UsageError(f"{opt} {a}: the --init generator '{self.spec}' has {b} (leave {opt} out to take it)")
+        if bool(mine.num_classes) != bool(theirs.num_classes) or (mine.num_classes and mine.num_classes != theirs.num_classes):
+            raise UsageError(f"--init '{self.spec}' is {'a class-conditional' if theirs.num_classes else 'an unconditional'}"
+                             f" generator{f' of {theirs.num_classes} classes' if theirs.num_classes else ''}; "
+                             f"this run's is not (--conditional and the data's classes decide it)")
+        from dlkit.tasks.gan.model import GANPair
+
+        with torch.device("meta"):
+            fresh = GANPair(mcfg).discriminator.state_dict()
+        have = self.pair.discriminator.state_dict() if self.pair.discriminator is not None else {}
+        if have and {k: v.shape for k, v in have.items()} == {k: v.shape for k, v in fresh.items()} \
+                and (mine.d_norm, mine.spectral_norm) == (theirs.d_norm, theirs.spectral_norm):
+            self.discriminator = have
+            report.info(f"gan-train: generator and discriminator from --init {self.spec}")
+        else:
+            why = "keeps no discriminator" if not have else "has a discriminator of another shape"
+            report.info(f"gan-train: generator from --init {self.spec}; the file {why}, so this run's starts fresh")
+
+    def weights(self) -> dict:
+        return {"generator": self.pair.generator.state_dict(), "discriminator": self.discriminator}
+
+
+def load_init(spec: str, data: GANData) -> Init:
+    """The --init file, loaded (one line if it is not a gan model), and checked against the data's shape."""
+    from dlkit.tasks.gan.infer import load_gan
+
+    pair, meta = load_gan(spec)
+    if tuple(pair.cfg.data_shape) != tuple(data.shape):
+        raise UsageError(f"--init '{spec}' makes {'x'.join(map(str, pair.cfg.data_shape))} samples but the data is "
+                         f"{'x'.join(map(str, data.shape))}" + ("" if data.is_toy else " (set --image-size/--channels)"))
+    return Init(spec, pair, meta)
 
 
 RESUMED_KEYS = ("lr", "d_lr", "beta1", "beta2", "ema")
