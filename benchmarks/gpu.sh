@@ -187,7 +187,7 @@ lane_fr_b() { frames_lane fr-b 64 1e-3; }
 # met, so fewer lanes share the GPU: CIFAR-10's best game (c4) and the frames lane at batch 64, each given the
 # GPU share the dropped lanes had (the lanes' minutes are bounded by the lease, not by the other lanes). The second
 # lease's lanes remain available by name: LANES1="cls-w gan-c3 gan-c4" LANES2="fr-a fr-b gan-m gan-mlp".
-# Since 2026-12-05 (eighth session): gan-c5 continues the bundled generator (its file comes in stage2) beside c4
+# Since 2026-12-05 (ninth session): gan-c5 continues the bundled generator (its file comes in stage2) beside c4
 # from scratch, so one lease says whether continuing beats restarting.
 LANES1=${LANES1:-"gan-c4"}
 LANES2=${LANES2:-"fr-b gan-c5"}

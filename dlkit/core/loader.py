@@ -48,6 +48,19 @@ def _budget_mode(limit: int, max_tensors: int):
     return Budget()
 
 
+def model_arch(spec: str | os.PathLike | None, task: str) -> str | None:
+    """The ``arch`` in the metadata of a model (bundled NAME, $DLKIT_HOME name or path), or None when there is
+    none or it cannot be read: for choices made before loading (e.g. --precision auto for an --init model); the
+    load itself reports a bad file, in one line."""
+    if not spec:
+        return None
+    try:
+        path = resolve_model(str(spec), task)
+        return _meta_of(read_header(path), path, task).get("arch")
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
 class _OverBudget(BaseException):  # not an Exception: a build's own `except Exception` must not swallow it
     pass
 

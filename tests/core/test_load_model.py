@@ -225,3 +225,15 @@ def test_check_resume_names_each_differing_option():
     with pytest.raises(UsageError, match="--preset small \\(the run used tiny\\); --block-size 64 \\(the run used \\(default\\)\\)"):
         check_resume({"preset": "tiny", "block_size": None}, {"preset": "small", "block_size": 64},
                           ["preset", "block_size"], "runs/x")
+
+
+def test_model_arch_reads_names_and_paths_and_is_none_for_what_it_cannot_read(tmp_path):
+    from dlkit.core.loader import model_arch
+
+    assert model_arch("moving-mnist-mse", "frames") == "simvp"  # a bundled name, not only a path
+    assert model_arch("cifar10-dcgan", "gan") == "dcgan"
+    p = tmp_path / "m.safetensors"
+    save_model(p, {"w": torch.zeros(2)}, {"task": "toy", "arch": "tiny"})
+    assert model_arch(p, "toy") == "tiny"
+    assert model_arch(p, "gan") is None  # another task's file
+    assert model_arch(tmp_path / "missing.safetensors", "toy") is None and model_arch(None, "toy") is None

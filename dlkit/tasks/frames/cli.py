@@ -104,12 +104,10 @@ def frame_predict_train(
 def _family(preset: str, init) -> str:
     """"frames:ARCH" for --precision auto (core.runtime.CPU_AUTO_BF16): the --init model's or the preset's arch."""
     if init:
-        from dlkit.core.modelfile import read_meta
+        from dlkit.core.loader import model_arch
 
-        try:
-            return f"frames:{read_meta(init, 'frames').get('arch')}"
-        except Exception:  # noqa: BLE001 - the training reports a bad --init file itself, in one line
-            return "frames"
+        arch = model_arch(init, "frames")
+        return f"frames:{arch}" if arch else "frames"
     from dlkit.tasks.frames.model import PRESETS
 
     return f"frames:{PRESETS[preset].arch}"

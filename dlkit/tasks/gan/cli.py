@@ -90,6 +90,7 @@ def gan_train(
 
       dlkit gan-train --dataset cifar10 --data cifar10_jpeg.npz --image-size 32 --init cifar10-dcgan --d-warmup 1000 --loss hinge --lr 5e-5 --d-lr 2e-4 --beta1 0 --beta2 0.9 --batch-size 64 --out runs/more
     """
+    from dlkit.core.loader import model_arch
     from dlkit.core.training import run_training
     from dlkit.tasks.gan.data import default_arch
     from dlkit.tasks.gan.train import TrainConfig, train
@@ -105,19 +106,7 @@ def gan_train(
 
     run_training(train, cfg, out=out, resume=resume, overwrite=overwrite, device=device, precision=precision,
                  seed=seed, threads=threads, json_out=json_out, quiet=quiet, render=_trained,
-                 family=f"gan:{arch or _init_arch(init) or default_arch(arch, dataset)}")
-
-
-def _init_arch(init: str | None) -> str | None:
-    """The --init model's arch, for --precision auto (core.runtime.CPU_AUTO_BF16); None if it cannot be read."""
-    if not init:
-        return None
-    from dlkit.core.modelfile import read_meta
-
-    try:
-        return read_meta(init, "gan").get("arch")
-    except Exception:  # noqa: BLE001 - the training reports a bad --init file itself, in one line
-        return None
+                 family=f"gan:{arch or model_arch(init, 'gan') or default_arch(arch, dataset)}")
 
 
 def _trained(result, report) -> None:
